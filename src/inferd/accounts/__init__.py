@@ -1,0 +1,1 @@
+"""Tokens, usage records and costs (SQLAlchemy)."""

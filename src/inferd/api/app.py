@@ -1,0 +1,108 @@
+"""create_app(settings): the whole server, built from one Settings object."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from inferd import __version__
+from inferd.accounts.db import Database
+from inferd.accounts.tokens import TokenStore
+from inferd.accounts.usage import UsageRecorder
+from inferd.api import inference, infinity, openai, system
+from inferd.api.errors import install_error_handlers
+from inferd.api.middleware import RequestContextMiddleware
+from inferd.api.state import AppState
+from inferd.catalog import Catalog, load_catalog
+from inferd.engine.pool import ModelPool
+from inferd.observability.metrics import Metrics
+from inferd.serving.embeddings import EmbeddingService
+from inferd.serving.metering import Meter
+from inferd.settings import Settings
+
+log = logging.getLogger("inferd")
+
+
+def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
+    """Construct every part (no I/O, no model loading: that happens at start-up)."""
+    catalog = catalog if catalog is not None else load_catalog(settings.catalog)
+    db = Database(settings.resolved_database_url())
+    metrics = Metrics()
+    usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch)
+    pool = ModelPool(catalog, settings, metrics)
+    return AppState(
+        settings=settings,
+        catalog=catalog,
+        db=db,
+        tokens=TokenStore(db, settings.token_cache_ttl_s),
+        usage=usage,
+        metrics=metrics,
+        pool=pool,
+        embeddings=EmbeddingService(pool, Meter(usage, metrics), settings),
+    )
+
+
+def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
+    state = build_state(settings, catalog)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        await state.db.migrate()
+        if settings.auth:
+            admin = await state.tokens.ensure_admin(settings.admin_token)
+            if admin:
+                announce_admin_token(admin, settings)
+        else:
+            log.warning("authentication is OFF (--no-auth): anyone who can reach this port can use it")
+        await state.usage.start()
+        state.pool.start()
+        log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            await state.pool.stop()
+            await state.usage.stop()
+            await state.db.close()
+            log.info("inferd stopped; usage records flushed")
+
+    app = FastAPI(
+        title="inferd",
+        version=__version__,
+        description="Open models behind DeepInfra's, OpenAI's and Infinity's APIs.",
+        lifespan=lifespan,
+    )
+    app.state.inferd = state
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=settings.access_log)
+
+    app.include_router(system.router)
+    app.include_router(openai.router, prefix="/v1/openai")
+    app.include_router(openai.router, prefix="/v1", include_in_schema=False)
+    app.include_router(inference.router)
+    prefix = settings.infinity_prefix.rstrip("/")
+    app.include_router(infinity.router, prefix=prefix)
+    if prefix:
+        app.include_router(infinity.health_router, prefix=prefix)
+    return app
+
+
+def announce_admin_token(token: str, settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        "\n"
+        "  inferd created the admin API token. It is shown only this once; keep it:\n\n"
+        f"      {token}\n\n"
+        "  Try it:\n"
+        f"      curl {base}/v1/openai/embeddings \\\n"
+        f"        -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        "        -d '{\"model\": \"sentence-transformers/all-MiniLM-L6-v2\", \"input\": \"hello\"}'\n\n"
+        "  More tokens: `inferd tokens create NAME`.\n",
+        flush=True,
+    )

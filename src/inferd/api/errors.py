@@ -1,0 +1,94 @@
+"""Every error leaves through here, shaped in the dialect of the route that raised it.
+
+    OpenAI / Infinity   {"error": {"message", "type", "param", "code"}}
+    native inference    {"error": "message"}
+    validation (422)    FastAPI's {"detail": [...]} on native and Infinity routes; the
+                        OpenAI surface answers 400 in its own shape, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from inferd.api.responses import FastJSONResponse
+from inferd.api.routing import NATIVE, OPENAI, dialect_of
+from inferd.errors import InferdError
+
+log = logging.getLogger(__name__)
+
+_HTTP_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> Response:
+    if dialect_of(request.scope) == NATIVE:
+        body: dict = {"error": message}
+    else:
+        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    headers = {"Retry-After": str(int(max(1, round(retry_after))))} if retry_after is not None else None
+    return FastJSONResponse(body, status_code=status, headers=headers)
+
+
+async def on_inferd_error(request: Request, exc: InferdError) -> Response:
+    if exc.status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc.message)
+    return error_response(
+        request, exc.status, exc.message, kind=exc.kind, code=exc.code, param=exc.param, retry_after=exc.retry_after
+    )
+
+
+def _describe(error: dict) -> tuple[str, str | None]:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    if error.get("type") == "json_invalid":
+        return "The request body is not valid JSON", None
+    param = ".".join(loc) or None
+    return (f"{param}: {error.get('msg')}" if param else str(error.get("msg"))), param
+
+
+async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    if dialect_of(request.scope) != OPENAI:
+        return FastJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    message, param = _describe(errors[0]) if errors else ("Invalid request", None)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(request, 400, message, kind="invalid_request_error", code="invalid_request", param=param)
+
+
+async def on_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"No route {request.method} {request.url.path}"
+    response = error_response(
+        request, exc.status_code, message, kind=_HTTP_KINDS.get(exc.status_code, "invalid_request_error")
+    )
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    rid = request.scope.get("state", {}).get("request_id", "-")
+    log.exception("unhandled error serving %s %s", request.method, request.url.path)
+    return error_response(request, 500, f"Internal error (request id {rid})", kind="server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InferdError, on_inferd_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

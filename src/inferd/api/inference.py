@@ -1,0 +1,120 @@
+"""DeepInfra's native route: POST /v1/inference/{model}, JSON or multipart, any task.
+
+The model's task picks the handler; each task adds one entry to ``HANDLERS``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from inferd.api.deps import authenticated
+from inferd.api.disconnect import cancellable
+from inferd.api.responses import FastJSONResponse
+from inferd.api.routing import NATIVE, dialect_route
+from inferd.api.state import AppState, app_state
+from inferd.catalog import ModelRef, Task
+from inferd.catalog.catalog import split_version
+from inferd.errors import InvalidRequest, UnsupportedInput
+from inferd.protocol.inference import EmbeddingsIn, EmbeddingsOut
+from inferd.serving.context import RequestContext
+from inferd.serving.embeddings import EmbedQuery, native_body
+
+router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
+
+Handler = Callable[[Request, dict, ModelRef, RequestContext, AppState], Awaitable[Any]]
+
+
+def _validated(model: type[BaseModel], payload: dict) -> Any:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+async def read_payload(request: Request) -> dict:
+    """The request body as a dict: JSON, or form fields (repeated fields become lists)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/x-www-form-urlencoded") and (await request.body()).lstrip()[:1] == b"{":
+        content_type = "application/json"  # `curl -d '{...}'` without a Content-Type header
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()
+        payload: dict[str, Any] = {}
+        for key in form:
+            values = [await v.read() if isinstance(v, UploadFile) else v for v in form.getlist(key)]
+            payload[key] = values if len(values) > 1 else values[0]
+        return payload
+    raw = await request.body()
+    try:
+        payload = json.loads(raw) if raw else {}
+    except ValueError:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}]
+        ) from None
+    if not isinstance(payload, dict):
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",), "msg": "expected a JSON object", "input": payload}]
+        )
+    return payload
+
+
+def _as_list(value: Any) -> Any:
+    """Form fields arrive as strings: one input, or a JSON list of them."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return [value]
+    return [value] if isinstance(value, str) else value
+
+
+async def embeddings(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    if "inputs" in payload and not isinstance(payload["inputs"], list):
+        payload["inputs"] = _as_list(payload["inputs"])
+    body: EmbeddingsIn = _validated(EmbeddingsIn, payload)
+    if body.image is not None:
+        raise UnsupportedInput(f"model {ref.spec.id} embeds text only; `image` is not supported", param="image")
+    query = EmbedQuery(model=ref.spec.id, version=ref.version.name, inputs=body.inputs, normalize=body.normalize)
+    result = await cancellable(request, state.embeddings.embed(query, ctx))
+    return FastJSONResponse(native_body(result, ctx))
+
+
+HANDLERS: dict[Task, Handler] = {
+    Task.EMBEDDINGS: embeddings,
+}
+
+_OPENAPI = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"oneOf": [EmbeddingsIn.model_json_schema()]}},
+            "multipart/form-data": {"schema": {"type": "object"}},
+        }
+    },
+    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [EmbeddingsOut.model_json_schema()]}}}}},
+}
+
+
+@router.post("/v1/inference/{model:path}", openapi_extra=_OPENAPI, response_class=FastJSONResponse)
+async def infer(
+    model: str,
+    request: Request,
+    version: str | None = Query(None, description="a model version; also `MODEL:VERSION`"),
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Run a model in DeepInfra's native dialect; the body depends on the model's task."""
+    name, version = split_version(model, version)
+    ref = state.catalog.resolve(name, version)
+    handler = HANDLERS.get(ref.spec.task)
+    if handler is None:
+        raise InvalidRequest(f"task {ref.spec.task.value} is not served on the native route yet")
+    payload = await read_payload(request)
+    return await handler(request, payload, ref, ctx, state)

@@ -1,0 +1,47 @@
+"""Infinity's API: /embeddings and /models under a configurable prefix (the root by default)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from inferd.api.deps import authenticated
+from inferd.api.disconnect import cancellable
+from inferd.api.responses import FastJSONResponse
+from inferd.api.routing import INFINITY, dialect_route
+from inferd.api.state import AppState, app_state
+from inferd.errors import UnsupportedInput
+from inferd.protocol.infinity import InfinityEmbeddingRequest, InfinityModelList
+from inferd.protocol.openai import EmbeddingResponse
+from inferd.serving.context import RequestContext
+from inferd.serving.embeddings import EmbedQuery, infinity_body
+from inferd.serving.models import health, infinity_models
+
+router = APIRouter(route_class=dialect_route(INFINITY), tags=["Infinity"])
+
+
+@router.post("/embeddings", response_model=EmbeddingResponse, response_class=FastJSONResponse)
+async def embeddings(
+    body: InfinityEmbeddingRequest,
+    request: Request,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    if body.modality != "text":
+        raise UnsupportedInput(f"modality {body.modality!r} is not supported by this model", param="modality")
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
+    result = await cancellable(request, state.embeddings.embed(query, ctx))
+    return FastJSONResponse(infinity_body(result, body.encoding_format))
+
+
+@router.get("/models", response_model=InfinityModelList, response_class=FastJSONResponse)
+async def models(_: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
+    return FastJSONResponse(infinity_models(state.pool))
+
+
+health_router = APIRouter(route_class=dialect_route(INFINITY), tags=["Infinity"])
+
+
+@health_router.get("/health")
+async def infinity_health(state: AppState = Depends(app_state)):
+    return FastJSONResponse(health(state.pool))

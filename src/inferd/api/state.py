@@ -1,0 +1,32 @@
+"""Everything a request needs, built once by create_app() and reached through the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from inferd.accounts.db import Database
+from inferd.accounts.tokens import TokenStore
+from inferd.accounts.usage import UsageRecorder
+from inferd.catalog import Catalog
+from inferd.engine.pool import ModelPool
+from inferd.observability.metrics import Metrics
+from inferd.serving.embeddings import EmbeddingService
+from inferd.settings import Settings
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    catalog: Catalog
+    db: Database
+    tokens: TokenStore
+    usage: UsageRecorder
+    metrics: Metrics
+    pool: ModelPool
+    embeddings: EmbeddingService
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.inferd

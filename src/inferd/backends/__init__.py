@@ -1,0 +1,27 @@
+"""One module per runtime; this registry maps a catalog ``backend`` name to its class.
+
+Classes are named by import path so torch and friends load only when a model needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from inferd.backends.base import Backend
+
+REGISTRY: dict[str, str] = {
+    "sentence-transformers": "inferd.backends.sentence_transformers:SentenceTransformerBackend",
+}
+
+
+class UnknownBackend(LookupError):
+    pass
+
+
+def backend_class(name: str) -> type[Backend]:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise UnknownBackend(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)

@@ -1,0 +1,67 @@
+"""Resolve a catalog ``source`` to a local directory or file.
+
+    hf:org/name[@revision]   through huggingface_hub (its cache, or the hub when reachable)
+    pkg:module[:attribute]   an installed Python package that ships weights
+    path:/some/dir, ./dir    a local directory or file
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+
+class SourceError(Exception):
+    """The source cannot be resolved; the message says why."""
+
+
+def resolve_source(source: str) -> Path:
+    scheme, _, rest = source.partition(":")
+    if scheme == "hf" and rest:
+        return _resolve_hf(rest)
+    if scheme == "pkg" and rest:
+        return _resolve_package(rest)
+    if scheme == "path" and rest:
+        return _resolve_path(rest)
+    return _resolve_path(source)
+
+
+def _resolve_hf(spec: str) -> Path:
+    repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1:
+        raise SourceError(f"hf source {spec!r} must be 'org/name[@revision]'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None))
+    except LocalEntryNotFoundError as exc:
+        raise SourceError(
+            f"{repo_id}@{revision or 'main'} is not in the Hugging Face cache and the hub "
+            f"cannot be reached: {exc}"
+        ) from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot fetch {repo_id}: {exc}") from exc
+
+
+def _resolve_package(spec: str) -> Path:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SourceError(f"package {module_name!r} is not installed ({exc})") from exc
+    target = getattr(module, attribute or "get_model_path", None)
+    if callable(target):
+        target = target()
+    if target is None:
+        if attribute:
+            raise SourceError(f"package {module_name!r} has no attribute {attribute!r}")
+        target = Path(module.__file__ or "").parent
+    return _resolve_path(str(target))
+
+
+def _resolve_path(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SourceError(f"{path} does not exist")
+    return path.resolve()

@@ -1,0 +1,98 @@
+"""What a catalog entry says about a model: task, backend, source, versions, pricing, limits."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from inferd.catalog.pricing import Pricing
+
+
+class Task(StrEnum):
+    EMBEDDINGS = "embeddings"
+    TEXT_GENERATION = "text-generation"
+    RERANKER = "reranker"
+    TEXT_TO_IMAGE = "text-to-image"
+    AUTOMATIC_SPEECH_RECOGNITION = "automatic-speech-recognition"
+    TEXT_TO_SPEECH = "text-to-speech"
+    TEXT_CLASSIFICATION = "text-classification"
+    TOKEN_CLASSIFICATION = "token-classification"
+    FILL_MASK = "fill-mask"
+    ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(32, ge=1, description="inputs in one forward pass")
+    max_batch_tokens: int = Field(16384, ge=1, description="padded tokens in one forward pass")
+    queue_size: int = Field(2048, ge=1, description="queued inputs before 429")
+    context_length: int | None = Field(None, ge=1, description="tokens; the model's own when unset")
+    max_inputs: int | None = Field(None, ge=1, description="inputs in one request")
+
+
+class VersionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    source: str
+
+
+_REVISION = re.compile(r"^hf:[^@]+@(?P<rev>.+)$")
+
+
+class ModelSpec(BaseModel):
+    """One catalog entry. ``source`` + ``version`` is short for a single-item ``versions``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    task: Task
+    backend: str
+    source: str | None = None
+    version: str | None = None
+    versions: tuple[VersionSpec, ...] = ()
+    aliases: tuple[str, ...] = ()
+    pricing: Pricing | None = None
+    limits: Limits = Limits()
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend")
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    owned_by: str = "inferd"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_source(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("source"):
+            return data
+        data = dict(data)
+        source = data.pop("source")
+        name = data.pop("version", None) or _default_version_name(source)
+        versions = [{"name": name, "source": source}, *list(data.get("versions") or ())]
+        return {**data, "versions": versions}
+
+    @model_validator(mode="after")
+    def _check_versions(self) -> ModelSpec:
+        if not self.versions:
+            raise ValueError(f"model {self.id!r} needs a source or versions")
+        names = [v.name for v in self.versions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.id!r} repeats a version name: {names}")
+        return self
+
+    @property
+    def default_version(self) -> VersionSpec:
+        return self.versions[0]
+
+    def get_version(self, name: str | None) -> VersionSpec | None:
+        if name is None:
+            return self.default_version
+        return next((v for v in self.versions if v.name == name), None)
+
+
+def _default_version_name(source: str) -> str:
+    match = _REVISION.match(source)
+    return match.group("rev") if match else "main"

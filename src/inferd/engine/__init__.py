@@ -1,0 +1,1 @@
+"""Schedulers: dynamic batching for encoders (continuous batching for LLMs comes next)."""

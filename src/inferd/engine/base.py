@@ -1,0 +1,69 @@
+"""The engine interface the serving layer talks to, whatever the model or runtime.
+
+An engine owns one loaded model (one catalog version). It loads in the background,
+says how it is doing through ``state``/``error``/``stats()``, and is stopped once.
+Task-specific calls (``embed`` here, ``generate``/``abort`` for LLMs) sit on the
+subclasses; the serving layer gets an engine from the pool and never knows the runtime.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from typing import Any, Protocol
+
+from inferd.catalog import ModelRef
+from inferd.errors import ModelNotReady, ModelUnavailable
+
+
+class EngineState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class EngineObserver(Protocol):
+    """Where an engine reports what it does (metrics); see observability/metrics.py."""
+
+    def batch_done(self, model: str, size: int, tokens: int, seconds: float) -> None: ...
+
+    def queue_depth(self, model: str, depth: int) -> None: ...
+
+
+class NullObserver:
+    def batch_done(self, model: str, size: int, tokens: int, seconds: float) -> None:
+        pass
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        pass
+
+
+class Engine(ABC):
+    def __init__(self, ref: ModelRef):
+        self.ref = ref
+        self.state = EngineState.LOADING
+        self.error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.ref.spec.id
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load the model; sets state READY or FAILED (with ``error``), never raises."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Fail queued work, stop workers and free the model."""
+
+    def ensure_ready(self) -> None:
+        """Raise the error a caller should see when this engine cannot take work now."""
+        if self.state is EngineState.READY:
+            return
+        if self.state is EngineState.LOADING:
+            raise ModelNotReady(f"model {self.name} is loading; retry shortly", retry_after=5)
+        raise ModelUnavailable(f"model {self.name} is unavailable: {self.error or self.state.value}")
+
+    def stats(self) -> dict[str, Any]:
+        return {"state": self.state.value, "error": self.error}

@@ -1,0 +1,89 @@
+"""The pool: one engine per catalog version, loaded in the background at start-up.
+
+A model that fails to load is kept, FAILED with its reason, so `/models` and `/health`
+can say why, and every other model still serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from inferd.backends import backend_class
+from inferd.backends.base import EncoderBackend
+from inferd.catalog import Catalog, ModelRef, Task
+from inferd.engine.base import Engine, EngineObserver, EngineState
+from inferd.engine.encoder import EncoderEngine
+from inferd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Unloadable(Engine):
+    """Stands in for a model whose source or backend could not even be set up."""
+
+    def __init__(self, ref: ModelRef, error: str):
+        super().__init__(ref)
+        self.state = EngineState.FAILED
+        self.error = error
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
+    """The engine for one catalog version; never raises (failures become FAILED engines)."""
+    try:
+        backend = backend_class(ref.spec.backend)(ref.spec, ref.version.source, dict(ref.spec.options))
+    except Exception as exc:  # noqa: BLE001 - reported through the engine's state
+        return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
+    if isinstance(backend, EncoderBackend) and ref.spec.task is Task.EMBEDDINGS:
+        return EncoderEngine(
+            ref,
+            backend,
+            too_long=settings.too_long,
+            batch_wait_s=settings.batch_wait_ms / 1000,
+            observer=observer,
+        )
+    return _Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
+
+
+class ModelPool:
+    def __init__(self, catalog: Catalog, settings: Settings, observer: EngineObserver):
+        self.catalog = catalog
+        self._engines: dict[str, Engine] = {}
+        for ref in catalog.refs():
+            self._engines[ref.key] = build_engine(ref, settings, observer)
+        self._loading: asyncio.Task | None = None
+
+    def start(self) -> asyncio.Task:
+        """Load every model in the background (one at a time: they share the cores)."""
+        for engine in self._engines.values():
+            if engine.state is EngineState.FAILED:
+                log.error("model %s cannot be served: %s", engine.ref.key, engine.error)
+        self._loading = asyncio.create_task(self._load_all(), name="load-models")
+        return self._loading
+
+    async def _load_all(self) -> None:
+        for engine in self._engines.values():
+            if engine.state is EngineState.LOADING:
+                await engine.start()
+
+    async def stop(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await asyncio.gather(*(engine.stop() for engine in self._engines.values()), return_exceptions=True)
+
+    def engine(self, ref: ModelRef) -> Engine:
+        return self._engines[ref.key]
+
+    def get(self, name: str, version: str | None = None, task: Task | None = None) -> Engine:
+        """The engine for a model name (id, alias, ``MODEL:VERSION``); raises ModelNotFound."""
+        return self._engines[self.catalog.resolve(name, version, task).key]
+
+    def engines(self) -> list[Engine]:
+        return list(self._engines.values())

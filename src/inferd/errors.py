@@ -1,0 +1,113 @@
+"""The domain error tree, and the one table that maps it to HTTP statuses.
+
+    InferdError
+     +-- InvalidRequest            400  bad value the schema could not catch
+     |    +-- UnsupportedInput     400  e.g. an image sent to a text-only model
+     +-- Unauthorized              401  missing or unknown token
+     +-- Forbidden                 403  a valid token without the right
+     +-- ModelNotFound             404
+     +-- InputTooLarge             413  too many inputs, or too long with too_long=error
+     +-- Overloaded                429  queue full (Retry-After)
+     +-- ModelNotReady             503  still loading (Retry-After)
+     +-- ModelUnavailable          503  failed to load; the reason is in the message
+     +-- ClientDisconnected        499  the client went away; nothing is sent
+     +-- EngineError               500  the runtime failed on a request
+
+Routes never build error responses themselves: they raise, and ``api/errors.py`` shapes
+the error in the dialect of the route that raised it.
+"""
+
+from __future__ import annotations
+
+
+class InferdError(Exception):
+    code: str = "internal_error"
+    kind: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return status_of(self)
+
+
+class InvalidRequest(InferdError):
+    code = "invalid_request"
+    kind = "invalid_request_error"
+
+
+class UnsupportedInput(InvalidRequest):
+    code = "unsupported_input"
+
+
+class Unauthorized(InferdError):
+    code = "invalid_api_key"
+    kind = "authentication_error"
+
+
+class Forbidden(InferdError):
+    code = "forbidden"
+    kind = "permission_error"
+
+
+class ModelNotFound(InferdError):
+    code = "model_not_found"
+    kind = "invalid_request_error"
+
+
+class InputTooLarge(InferdError):
+    code = "input_too_large"
+    kind = "invalid_request_error"
+
+
+class Overloaded(InferdError):
+    code = "rate_limited"
+    kind = "rate_limit_error"
+
+
+class ModelNotReady(InferdError):
+    code = "model_loading"
+    kind = "service_unavailable"
+
+
+class ModelUnavailable(InferdError):
+    code = "model_unavailable"
+    kind = "service_unavailable"
+
+
+class ClientDisconnected(InferdError):
+    code = "client_disconnected"
+    kind = "client_error"
+
+
+class EngineError(InferdError):
+    code = "engine_error"
+    kind = "server_error"
+
+
+# The one status table. Order matters only in that subclasses come before parents.
+STATUS_TABLE: tuple[tuple[type[InferdError], int], ...] = (
+    (UnsupportedInput, 400),
+    (InvalidRequest, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (ModelNotFound, 404),
+    (InputTooLarge, 413),
+    (Overloaded, 429),
+    (ModelNotReady, 503),
+    (ModelUnavailable, 503),
+    (ClientDisconnected, 499),
+    (EngineError, 500),
+    (InferdError, 500),
+)
+
+
+def status_of(error: InferdError) -> int:
+    for cls, status in STATUS_TABLE:
+        if isinstance(error, cls):
+            return status
+    return 500

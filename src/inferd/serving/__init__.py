@@ -1,0 +1,1 @@
+"""Wire request -> engine call -> wire response, one module per task."""

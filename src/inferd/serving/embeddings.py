@@ -1,0 +1,150 @@
+"""Embeddings: one call for every dialect, then each dialect's response shape."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inferd.catalog import ModelRef, Task, Units
+from inferd.engine.encoder import EncoderEngine
+from inferd.engine.pool import ModelPool
+from inferd.errors import InputTooLarge, InvalidRequest
+from inferd.serving.context import RequestContext
+from inferd.serving.metering import Charge, Meter
+from inferd.settings import Settings
+
+
+@dataclass(slots=True)
+class EmbedQuery:
+    model: str
+    inputs: Sequence[str] | Sequence[Sequence[int]]
+    version: str | None = None
+    normalize: bool = False
+    dimensions: int | None = None
+
+
+@dataclass(slots=True)
+class Embedded:
+    ref: ModelRef
+    vectors: np.ndarray  # float32 [n, d]
+    input_tokens: int
+    charge: Charge
+
+
+class EmbeddingService:
+    def __init__(self, pool: ModelPool, meter: Meter, settings: Settings):
+        self._pool = pool
+        self._meter = meter
+        self._max_inputs = settings.max_inputs_per_request
+
+    async def embed(self, query: EmbedQuery, ctx: RequestContext) -> Embedded:
+        engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS)
+        engine.ensure_ready()
+        assert isinstance(engine, EncoderEngine)
+        self._validate(query, engine)
+        with self._meter.track(ctx, engine.ref) as metered:
+            result = await engine.embed(query.inputs)
+            vectors = _postprocess(result.embeddings, query, engine.backend.normalizes)
+            charge = metered.charge(Units(input_tokens=result.input_tokens))
+        return Embedded(engine.ref, vectors, result.input_tokens, charge)
+
+    def _validate(self, query: EmbedQuery, engine: EncoderEngine) -> None:
+        inputs = query.inputs
+        if not inputs:
+            raise InvalidRequest("input must not be empty", param="input")
+        limit = min(engine.ref.spec.limits.max_inputs or self._max_inputs, self._max_inputs)
+        if len(inputs) > limit:
+            raise InputTooLarge(f"{len(inputs)} inputs in one request; at most {limit}", param="input")
+        vocab = engine.backend.vocab_size
+        for position, item in enumerate(inputs):
+            if isinstance(item, str):
+                if not item:
+                    raise InvalidRequest(f"input[{position}] is an empty string", param="input")
+            elif not item:
+                raise InvalidRequest(f"input[{position}] is an empty list of token ids", param="input")
+            elif max(item) >= vocab:
+                raise InvalidRequest(
+                    f"input[{position}] has token id {max(item)}; this model's vocabulary has {vocab}",
+                    param="input",
+                )
+        dims = engine.backend.dimensions
+        if query.dimensions is not None and not 1 <= query.dimensions <= dims:
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {dims} for this model, not {query.dimensions}",
+                param="dimensions",
+            )
+
+
+def _postprocess(vectors: np.ndarray, query: EmbedQuery, normalized: bool) -> np.ndarray:
+    """Matryoshka cut to ``dimensions`` (re-normalised when the model normalises), and
+    the native ``normalize`` flag."""
+    if query.dimensions is not None and query.dimensions < vectors.shape[1]:
+        vectors = vectors[:, : query.dimensions]
+        if normalized:
+            vectors = _l2(vectors)
+    if query.normalize and not normalized:
+        vectors = _l2(vectors)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _l2(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+# ---------------------------------------------------------------- dialect shapes
+def _encode(vector: np.ndarray, encoding_format: str | None) -> np.ndarray | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode()
+    return vector
+
+
+def _data(result: Embedded, encoding_format: str | None) -> list[dict]:
+    return [
+        {"object": "embedding", "index": i, "embedding": _encode(row, encoding_format)}
+        for i, row in enumerate(result.vectors)
+    ]
+
+
+def openai_body(result: Embedded, encoding_format: str | None) -> dict:
+    return {
+        "object": "list",
+        "data": _data(result, encoding_format),
+        "model": result.ref.spec.id,
+        "usage": {
+            "prompt_tokens": result.input_tokens,
+            "total_tokens": result.input_tokens,
+            "estimated_cost": result.charge.cost_usd,
+        },
+    }
+
+
+def infinity_body(result: Embedded, encoding_format: str | None) -> dict:
+    return {
+        "object": "list",
+        "data": _data(result, encoding_format),
+        "model": result.ref.spec.id,
+        "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
+        "id": f"infinity-{uuid.uuid4()}",
+        "created": int(time.time()),
+    }
+
+
+def native_body(result: Embedded, ctx: RequestContext) -> dict:
+    return {
+        "embeddings": result.vectors,
+        "input_tokens": result.input_tokens,
+        "request_id": ctx.request_id,
+        "inference_status": {
+            "status": "succeeded",
+            "runtime_ms": result.charge.runtime_ms,
+            "cost": result.charge.cost_usd,
+            "tokens_input": result.input_tokens,
+            "tokens_generated": 0,
+        },
+    }

@@ -1,0 +1,84 @@
+"""Metering: every request that reached a model leaves a usage record, a cost and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from inferd.accounts.usage import UsageRecorder, UsageRow
+from inferd.catalog import ModelRef, Units, cost_cents
+from inferd.errors import ClientDisconnected
+from inferd.observability.metrics import Metrics
+from inferd.serving.context import RequestContext
+
+
+@dataclass(slots=True)
+class Charge:
+    units: Units
+    cost_cents: float
+    runtime_ms: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_cents / 100
+
+
+class Meter:
+    def __init__(self, recorder: UsageRecorder, metrics: Metrics):
+        self._recorder = recorder
+        self._metrics = metrics
+
+    def track(self, ctx: RequestContext, ref: ModelRef) -> Metered:
+        return Metered(self, ctx, ref)
+
+    def _write(self, ctx: RequestContext, ref: ModelRef, status: str, units: Units, charge: Charge) -> None:
+        spec = ref.spec
+        self._recorder.record(
+            UsageRow(
+                request_id=ctx.request_id,
+                token_id=ctx.token_id,
+                model=spec.id,
+                version=ref.version.name,
+                task=spec.task.value,
+                status=status,
+                input_tokens=units.input_tokens,
+                output_tokens=units.output_tokens,
+                images=units.images,
+                seconds=units.seconds,
+                cost_cents=charge.cost_cents,
+                runtime_ms=charge.runtime_ms,
+            )
+        )
+        self._metrics.model_requests.labels(spec.id, spec.task.value, status).inc()
+        if units.input_tokens:
+            self._metrics.tokens.labels(spec.id, "input").inc(units.input_tokens)
+        if units.output_tokens:
+            self._metrics.tokens.labels(spec.id, "output").inc(units.output_tokens)
+
+
+class Metered:
+    """``with meter.track(ctx, ref) as m: ...; m.charge(units)`` -> one usage record.
+
+    Leaving with an error records a failed (or cancelled) request at no cost.
+    """
+
+    def __init__(self, meter: Meter, ctx: RequestContext, ref: ModelRef):
+        self._meter = meter
+        self._ctx = ctx
+        self._ref = ref
+        self.result: Charge | None = None
+
+    def __enter__(self) -> Metered:
+        return self
+
+    def charge(self, units: Units) -> Charge:
+        self.result = Charge(units, cost_cents(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
+        return self.result
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.result is not None:
+            self._meter._write(self._ctx, self._ref, "succeeded", self.result.units, self.result)
+            return
+        cancelled = exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, ClientDisconnected))
+        nothing = Charge(Units(), 0.0, self._ctx.elapsed_ms())
+        self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", Units(), nothing)

@@ -1,0 +1,73 @@
+"""The model list, as each dialect shows it, with each model's load state."""
+
+from __future__ import annotations
+
+import time
+
+from inferd.catalog import Task
+from inferd.engine.base import Engine
+from inferd.engine.pool import ModelPool
+
+_CREATED = int(time.time())
+_INFINITY_CAPABILITIES = {Task.EMBEDDINGS: ["embed"], Task.RERANKER: ["rerank"]}
+
+
+def _status(engine: Engine) -> dict:
+    status = {"status": engine.state.value}
+    if engine.error:
+        status["error"] = engine.error
+    return status
+
+
+def _default_engines(pool: ModelPool) -> list[Engine]:
+    """One engine per model: its default version."""
+    return [pool.engine(ref) for ref in pool.catalog.refs() if ref.version is ref.spec.default_version]
+
+
+def openai_models(pool: ModelPool) -> dict:
+    data = []
+    for engine in _default_engines(pool):
+        spec = engine.ref.spec
+        context = spec.limits.context_length
+        data.append({
+            "id": spec.id,
+            "object": "model",
+            "created": _CREATED,
+            "owned_by": spec.owned_by,
+            "metadata": {
+                "description": spec.description,
+                "context_length": context,
+                "max_tokens": context,
+                "pricing": spec.pricing.model_dump() if spec.pricing else None,
+                "tags": list(spec.tags),
+                "task": spec.task.value,
+                "aliases": list(spec.aliases),
+                "versions": [v.name for v in spec.versions],
+                **_status(engine),
+            },
+        })
+    return {"object": "list", "data": data}
+
+
+def infinity_models(pool: ModelPool) -> dict:
+    data = []
+    for engine in _default_engines(pool):
+        spec = engine.ref.spec
+        if spec.task not in _INFINITY_CAPABILITIES:
+            continue
+        data.append({
+            "id": spec.id,
+            "object": "model",
+            "owned_by": "infinity",
+            "created": _CREATED,
+            "backend": spec.backend,
+            "capabilities": _INFINITY_CAPABILITIES[spec.task],
+            "stats": {**engine.stats()},
+        })
+    return {"object": "list", "data": data}
+
+
+def health(pool: ModelPool) -> dict:
+    models = {engine.ref.key: _status(engine) for engine in pool.engines()}
+    ready = all(m["status"] == "ready" for m in models.values())
+    return {"status": "ok" if ready else "degraded", "unix": time.time(), "models": models}

@@ -1,0 +1,55 @@
+"""One Settings object, built once (from flags and ``INFERD_*`` variables) and passed down.
+
+Nothing in inferd reads the environment anywhere else, and nothing reads it at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="ignore")
+
+    # --- network
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # --- where things live
+    data_dir: Path = Field(Path(".inferd"), description="SQLite file, caches and converted models")
+    catalog: Path | None = Field(None, description="catalog YAML; the embedded default when unset")
+    database_url: str | None = Field(None, description="any SQLAlchemy URL; SQLite in data_dir when unset")
+
+    # --- accounts
+    auth: bool = Field(True, description="require a Bearer token on inference routes")
+    admin_token: str | None = Field(None, description="make this the admin token on first start")
+    token_cache_ttl_s: float = 5.0
+    usage_flush_interval_s: float = 0.5
+    usage_flush_batch: int = 512
+
+    # --- API surfaces
+    infinity_prefix: str = Field("", description="path prefix of Infinity's API ('' = the root)")
+
+    # --- input policy
+    too_long: Literal["truncate", "error"] = Field(
+        "truncate", description="inputs longer than the model's context: truncate them, or answer 413"
+    )
+    max_inputs_per_request: int = 2048
+
+    # --- engine
+    batch_wait_ms: float = Field(3.0, description="longest a batch waits to fill under load")
+    torch_threads: int | None = Field(None, description="intra-op threads for torch (default: all cores)")
+
+    # --- logging
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'inferd.db').as_posix()}"
