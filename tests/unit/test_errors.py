@@ -1,0 +1,37 @@
+import pytest
+
+from inferd import errors
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.InvalidRequest("x"), 400),
+        (errors.UnsupportedInput("x"), 400),
+        (errors.Unauthorized("x"), 401),
+        (errors.Forbidden("x"), 403),
+        (errors.ModelNotFound("x"), 404),
+        (errors.InputTooLarge("x"), 413),
+        (errors.Overloaded("x", retry_after=2), 429),
+        (errors.ModelNotReady("x"), 503),
+        (errors.ModelUnavailable("x"), 503),
+        (errors.EngineError("x"), 500),
+    ],
+)
+def test_every_error_has_its_status(error, status):
+    assert error.status == status
+
+
+def test_every_error_class_is_in_the_table():
+    classes = {cls for cls, _ in errors.STATUS_TABLE}
+    defined = {
+        obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, errors.InferdError)
+    }
+    assert defined <= classes
+
+
+def test_subclasses_come_before_their_parents_in_the_table():
+    seen: list[type] = []
+    for cls, _ in errors.STATUS_TABLE:
+        assert not any(issubclass(cls, earlier) for earlier in seen), cls
+        seen.append(cls)
