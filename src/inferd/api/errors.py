@@ -51,21 +51,31 @@ async def on_inferd_error(request: Request, exc: InferdError) -> Response:
     )
 
 
-def _describe(error: dict) -> tuple[str, str | None]:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
-    if error.get("type") == "json_invalid":
+def _describe(errors: list[dict]) -> tuple[str, str | None]:
+    """One readable message for OpenAI clients; ``param`` is the top-level field at fault."""
+    if not errors:
+        return "Invalid request", None
+    if errors[0].get("type") == "json_invalid":
         return "The request body is not valid JSON", None
-    param = ".".join(loc) or None
-    return (f"{param}: {error.get('msg')}" if param else str(error.get("msg"))), param
+    fields = [str(p) for p in errors[0].get("loc", ()) if p not in ("body", "query", "path")]
+    param = fields[0] if fields else None
+    same_field = [e for e in errors if param in map(str, e.get("loc", ()))]
+    reasons = list(dict.fromkeys(str(e.get("msg")) for e in same_field))
+    reason = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+    if len(same_field) > 1:
+        reason = f"not any accepted form ({reason})"
+    message = f"`{param}`: {reason}" if param else reason
+    others = len(errors) - len(same_field)
+    if others:
+        message += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return message, param
 
 
 async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     if dialect_of(request.scope) != OPENAI:
         return FastJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-    message, param = _describe(errors[0]) if errors else ("Invalid request", None)
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    message, param = _describe(errors)
     return error_response(request, 400, message, kind="invalid_request_error", code="invalid_request", param=param)
 
 

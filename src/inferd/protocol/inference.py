@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictBool, StrictStr
+from pydantic import Field, StrictStr
 
 from inferd.protocol.base import WireModel
 
@@ -19,7 +19,7 @@ class InferenceStatus(WireModel):
 
 class EmbeddingsIn(WireModel):
     inputs: list[StrictStr] = Field(description="texts to embed")
-    normalize: StrictBool = Field(False, description="L2-normalise the embeddings")
+    normalize: bool = Field(False, description="L2-normalise the embeddings")
     image: str | None = Field(None, description="an image as a data URL (image models only)")
     webhook: str | None = None
 
