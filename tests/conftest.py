@@ -16,6 +16,7 @@ from inferd.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the network
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 ADMIN_TOKEN = "inferd_test-admin-token-0123456789abcdef"

@@ -1,0 +1,94 @@
+"""A real `inferd serve` process on a free port, driven by real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+
+INFERD = str(Path(sys.executable).with_name("inferd"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RemoteServer:
+    """Starts the server as a user would, waits until its models are ready, stops it cleanly."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.token = ADMIN_TOKEN
+        self.log_path = data_dir / "server.log"
+        environment = {
+            **os.environ,
+            "INFERD_ADMIN_TOKEN": ADMIN_TOKEN,
+            "HF_HUB_OFFLINE": "1",
+            **(env or {}),
+        }
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [INFERD, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> RemoteServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"inferd exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                models = httpx.get(f"{self.base_url}/health", timeout=2).json()["models"]
+                if models and all(m["status"] == "ready" for m in models.values()):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"inferd did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    remote = RemoteServer(
+        tmp_path_factory.mktemp("server"), env={"INFERD_TOKEN_CACHE_TTL_S": "0.2"}
+    ).wait_ready()
+    yield remote
+    remote.stop()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
