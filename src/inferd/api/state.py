@@ -28,5 +28,5 @@ class AppState:
     embeddings: EmbeddingService
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     return request.app.state.inferd

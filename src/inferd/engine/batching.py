@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -14,14 +15,21 @@ def cut_batch(
     max_batch_size: int,
     max_batch_tokens: int,
     window: int,
+    cost: Callable[[int], float] | None = None,
 ) -> tuple[list[T], list[T]]:
     """Choose the next batch from ``pending`` (oldest first) -> (batch, rest).
 
-    The oldest ``window`` items are sorted by length so that a batch holds inputs of
-    similar length (little padding); the batch is the run of that order that contains
-    the oldest item, so nothing waits forever behind a stream of shorter inputs. The
-    batch is grown while its padded size (count x longest) stays within
-    ``max_batch_tokens``; one input always fits. The rest keeps arrival order.
+    The oldest ``window`` items are sorted by length; the batch grows from the oldest item
+    (so nothing waits forever behind a stream of shorter inputs) by taking, one at a time,
+    the neighbour closest to it in length, while the padded size (count x longest) stays
+    within ``max_batch_tokens`` and the count within ``max_batch_size``.
+
+    Padding costs compute, every forward pass has a fixed cost, and past some size a pass
+    gets slower per token. With ``cost`` (seconds of a forward pass of N padded tokens, as
+    measured by ``calibrate``) the batch is the step of that growth that maximises inputs
+    per second, ``count / cost(count x longest)``: similar lengths go together, an outlier
+    waits for the next pass. Without it the batch is as large as allowed. The rest keeps
+    arrival order.
     """
     if not pending:
         return [], []
@@ -32,6 +40,8 @@ def cut_batch(
     anchor = order.index(0)  # the oldest item
     lo = hi = anchor  # the batch is order[lo : hi + 1]
     longest = sizes[order[anchor]]
+    best = (lo, hi)
+    best_rate = _rate(1, longest, cost)
     while hi - lo + 1 < max_batch_size:
         options = []  # (distance in length from the anchor, new lo, new hi, new longest)
         if lo > 0:
@@ -44,8 +54,54 @@ def cut_batch(
         if not fitting:
             break
         _, lo, hi, longest = fitting[0]
-    chosen = order[lo : hi + 1]
+        rate = _rate(hi - lo + 1, longest, cost)
+        if rate >= best_rate:
+            best, best_rate = (lo, hi), rate
+    chosen = order[best[0] : best[1] + 1]
     taken = set(chosen)
     batch = [head[i] for i in chosen]
     rest = [head[i] for i in range(len(head)) if i not in taken] + tail
     return batch, rest
+
+
+def _rate(count: int, longest: int, cost: Callable[[int], float] | None) -> float:
+    if cost is None:
+        return count
+    return count / cost(count * longest)
+
+
+class CostCurve:
+    """Seconds of one forward pass as a function of its padded tokens: piecewise linear
+    through measured points, extended along the last segment."""
+
+    def __init__(self, points: Sequence[tuple[int, float]]):
+        self.points = sorted(points)
+        self._tokens = [p[0] for p in self.points]
+        self._seconds = [p[1] for p in self.points]
+
+    def __call__(self, tokens: int) -> float:
+        xs, ys = self._tokens, self._seconds
+        if tokens <= xs[0]:
+            return ys[0]
+        i = bisect.bisect_left(xs, tokens)
+        if i == len(xs):
+            i -= 1
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return max(y0 + (y1 - y0) * (tokens - x0) / (x1 - x0), 1e-9)
+
+
+def calibrate(
+    run: Callable[[int, int], float], max_tokens: int, probe_length: int = 16, repeats: int = 2
+) -> CostCurve:
+    """Time ``run(count, length)`` (a forward pass of ``count`` inputs of ``length`` tokens,
+    in seconds) at padded sizes from one input up to ``max_tokens``; the fastest of
+    ``repeats`` runs counts."""
+    points = []
+    tokens = probe_length
+    while True:
+        count = max(1, tokens // probe_length)
+        points.append((count * probe_length, min(run(count, probe_length) for _ in range(repeats))))
+        if tokens >= max_tokens:
+            break
+        tokens = min(tokens * 4 if tokens < 256 else tokens * 2, max_tokens)
+    return CostCurve(points)

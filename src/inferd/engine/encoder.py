@@ -34,7 +34,7 @@ import numpy as np
 from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized
 from inferd.catalog import ModelRef
 from inferd.engine.base import Engine, EngineObserver, EngineState, NullObserver
-from inferd.engine.batching import cut_batch
+from inferd.engine.batching import CostCurve, calibrate, cut_batch
 from inferd.errors import (
     EngineError,
     InferdError,
@@ -111,6 +111,7 @@ class EncoderEngine(Engine):
         self._tokenizing = False
         self._last_arrival = 0.0
         self._throughput = 0.0  # inputs/s, smoothed, for Retry-After
+        self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
         self._tasks: list[asyncio.Task] = []
         self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"tok-{ref.spec.id}")
         self._forward_pool = ThreadPoolExecutor(1, thread_name_prefix=f"fwd-{ref.spec.id}")
@@ -121,6 +122,7 @@ class EncoderEngine(Engine):
         started = time.perf_counter()
         try:
             await loop.run_in_executor(self._forward_pool, self.backend.load)
+            self._cost = await loop.run_in_executor(self._forward_pool, self._calibrate)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
             self.state = EngineState.FAILED
             self.error = f"{type(exc).__name__}: {exc}"
@@ -131,7 +133,26 @@ class EncoderEngine(Engine):
             asyncio.create_task(self._forward_loop(), name=f"forward:{self.name}"),
         ]
         self.state = EngineState.READY
-        log.info("model %s ready in %.1f s", self.ref.key, time.perf_counter() - started)
+        log.info(
+            "model %s ready in %.1f s; forward pass ms by padded tokens: %s",
+            self.ref.key, time.perf_counter() - started,
+            ", ".join(f"{tokens}={seconds * 1000:.0f}" for tokens, seconds in self._cost.points),
+        )
+
+    def _calibrate(self) -> CostCurve:
+        """Warm the model up and measure what a forward pass costs by size (see ``calibrate``)."""
+        probe = self.backend.tokenize(["hello " * 64])[0].ids
+        length = min(16, self.backend.context_length)
+
+        def run(count: int, tokens: int) -> float:
+            sequence = probe[: tokens - 1] + probe[-1:]
+            started = time.perf_counter()
+            self.backend.forward([sequence] * count)
+            return time.perf_counter() - started
+
+        run(1, length)  # the first pass is slow everywhere; not measured
+        most = min(self.limits.max_batch_tokens, self.limits.max_batch_size * self.backend.context_length, 4096)
+        return calibrate(run, max_tokens=max(most, length), probe_length=length)
 
     async def stop(self) -> None:
         self.state = EngineState.STOPPED
@@ -256,7 +277,8 @@ class EncoderEngine(Engine):
             if not self._ready:
                 continue
             batch, self._ready = cut_batch(
-                self._ready, _item_length, limits.max_batch_size, limits.max_batch_tokens, window
+                self._ready, _item_length, limits.max_batch_size, limits.max_batch_tokens, window,
+                cost=self._cost,
             )
             started = time.perf_counter()
             try:

@@ -40,3 +40,48 @@ def test_max_batch_size_caps_count():
 def test_items_outside_the_window_keep_waiting_in_order():
     batch, rest = cut_batch([3, 3, 1, 1, 1], ident, 2, 100, 2)
     assert batch == [3, 3] and rest == [1, 1, 1]
+
+
+def test_cost_curve_interpolates_and_extends():
+    from inferd.engine.batching import CostCurve
+
+    curve = CostCurve([(16, 0.010), (256, 0.050), (1024, 0.150)])
+    assert curve(8) == 0.010
+    assert curve(136) == 0.030
+    assert curve(1024) == 0.150
+    assert curve(1792) > 0.150  # extended along the last segment
+
+
+def test_with_a_cost_outliers_wait_for_their_own_batch():
+    from inferd.engine.batching import CostCurve
+
+    # fixed cost 10 ms + 0.1 ms per padded token: one 300-token input would make 9 short
+    # inputs pay for 300 tokens each
+    curve = CostCurve([(1, 0.0101), (10_000, 1.01)])
+    batch, rest = cut_batch([10] * 9 + [300], ident, 16, 100_000, 64, cost=curve)
+    assert batch == [10] * 9 and rest == [300]
+    # without a cost the batch is as large as allowed
+    batch, _ = cut_batch([10] * 9 + [300], ident, 16, 100_000, 64)
+    assert len(batch) == 10
+
+
+def test_with_a_cost_similar_inputs_still_share_a_pass():
+    from inferd.engine.batching import CostCurve
+
+    curve = CostCurve([(1, 0.0101), (10_000, 1.01)])
+    batch, _ = cut_batch([20, 22, 19, 21, 20, 23], ident, 16, 100_000, 64, cost=curve)
+    assert len(batch) == 6
+
+
+def test_calibrate_times_growing_batches():
+    from inferd.engine.batching import calibrate
+
+    calls = []
+
+    def run(count, length):
+        calls.append((count, length))
+        return 0.01 + 0.0001 * count * length
+
+    curve = calibrate(run, max_tokens=1024, probe_length=16, repeats=1)
+    assert [tokens for tokens, _ in curve.points] == [16, 64, 256, 512, 1024]
+    assert curve(512) == 0.01 + 0.0001 * 512
