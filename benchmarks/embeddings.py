@@ -354,13 +354,15 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="inferd-bench-"))
     print(f"corpus: {len(corpus)} sentences; loads: {args.loads}; server logs in {workdir}", flush=True)
 
-    if "raw" in args.systems:
-        print("raw: sentence-transformers in this process", flush=True)
+    def raw_pass(label: str) -> float:
+        print(f"raw ({label}): sentence-transformers in this process", flush=True)
         before, began = cpu_seconds(os.getpid()), time.perf_counter()
-        raw_rates = measure_raw(corpus)
-        other = cores_used(before, os.getpid(), time.perf_counter() - began)["other_cores"]
-        best = max(raw_rates, key=raw_rates.get)
-        rows.append({"system": "raw", "load": f"best@{best}", "sentences_per_s": raw_rates[best], "other_cores": other})
+        for batch_size, rate in measure_raw(corpus).items():  # keep the best of both passes
+            raw_rates[batch_size] = max(rate, raw_rates.get(batch_size, 0.0))
+        return cores_used(before, os.getpid(), time.perf_counter() - began)["other_cores"]
+
+    if "raw" in args.systems:
+        other = raw_pass("before the servers")
 
     for plan in server_plans(args, workdir):
         print(f"{plan['name']}:", flush=True)
@@ -372,6 +374,12 @@ def main(argv=None) -> int:
             continue
         rows += server_rows
         failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
+
+    if "raw" in args.systems:
+        # measured again after the servers, so a noisy moment cannot lower the limit
+        other = max(other, raw_pass("after the servers"))
+        best = max(raw_rates, key=raw_rates.get)
+        rows.insert(0, {"system": "raw", "load": f"best@{best}", "sentences_per_s": raw_rates[best], "other_cores": other})
 
     ratios = report(rows, raw_rates, args)
     results_dir = REPO / ".bench" / "results"

@@ -26,10 +26,14 @@ def cut_batch(
 
     Padding costs compute, every forward pass has a fixed cost, and past some size a pass
     gets slower per token. With ``cost`` (seconds of a forward pass of N padded tokens, as
-    measured by ``calibrate``) the batch is the step of that growth that maximises inputs
-    per second, ``count / cost(count x longest)``: similar lengths go together, an outlier
-    waits for the next pass. Without it the batch is as large as allowed. The rest keeps
-    arrival order.
+    measured by ``calibrate``) the growth step is chosen by cost instead of taking all:
+
+    * when everything pending fits in one pass, the step that makes this pass plus one
+      more pass for the rest cheapest (often: all of it; an outlier waits when it would
+      make every other input pay for its length);
+    * otherwise the step with the most inputs per second, ``count / cost(count x longest)``.
+
+    Without ``cost`` the batch is as large as allowed. The rest keeps arrival order.
     """
     if not pending:
         return [], []
@@ -40,8 +44,20 @@ def cut_batch(
     anchor = order.index(0)  # the oldest item
     lo = hi = anchor  # the batch is order[lo : hi + 1]
     longest = sizes[order[anchor]]
+    plan_two = cost is not None and len(head) == len(pending) and len(head) <= max_batch_size
+
+    def score(lo: int, hi: int, longest: int) -> float:
+        count = hi - lo + 1
+        if cost is None:
+            return count
+        if not plan_two:
+            return count / cost(count * longest)
+        rest = len(order) - count
+        rest_longest = sizes[order[-1]] if hi + 1 < len(order) else (sizes[order[lo - 1]] if lo else 0)
+        return -(cost(count * longest) + (cost(rest * rest_longest) if rest else 0.0))
+
     best = (lo, hi)
-    best_rate = _rate(1, longest, cost)
+    best_score = score(lo, hi, longest)
     while hi - lo + 1 < max_batch_size:
         options = []  # (distance in length from the anchor, new lo, new hi, new longest)
         if lo > 0:
@@ -54,20 +70,14 @@ def cut_batch(
         if not fitting:
             break
         _, lo, hi, longest = fitting[0]
-        rate = _rate(hi - lo + 1, longest, cost)
-        if rate >= best_rate:
-            best, best_rate = (lo, hi), rate
+        current = score(lo, hi, longest)
+        if current >= best_score:
+            best, best_score = (lo, hi), current
     chosen = order[best[0] : best[1] + 1]
     taken = set(chosen)
     batch = [head[i] for i in chosen]
     rest = [head[i] for i in range(len(head)) if i not in taken] + tail
     return batch, rest
-
-
-def _rate(count: int, longest: int, cost: Callable[[int], float] | None) -> float:
-    if cost is None:
-        return count
-    return count / cost(count * longest)
 
 
 class CostCurve:
