@@ -42,7 +42,15 @@ class Settings(BaseSettings):
 
     # --- engine
     batch_wait_ms: float = Field(3.0, description="longest a batch waits to fill under load")
-    torch_threads: int | None = Field(None, description="intra-op threads for torch (default: all cores)")
+    engine_workers: int = Field(2, ge=1, description="forward passes an encoder model runs at once")
+    torch_threads: int | None = Field(
+        None, description="intra-op threads per forward pass (default: the cores divided among the workers)"
+    )
+
+    def threads_per_worker(self) -> int:
+        import os
+
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.engine_workers)
 
     # --- logging
     log_level: str = "INFO"

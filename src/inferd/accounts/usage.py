@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from sqlalchemy import insert
@@ -30,6 +30,12 @@ class UsageRow:
     cost_cents: float = 0.0
     runtime_ms: int = 0
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in _ROW_FIELDS}
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(UsageRow))
 
 
 class UsageRecorder:
@@ -74,7 +80,7 @@ class UsageRecorder:
                 return 0
             try:
                 async with self._db.sessions.begin() as session:
-                    await session.execute(insert(UsageRecord), [asdict(r) for r in rows])
+                    await session.execute(insert(UsageRecord), [r.as_dict() for r in rows])
             except Exception:
                 log.exception("writing %d usage records failed; keeping them for the next flush", len(rows))
                 self._buffer[:0] = rows

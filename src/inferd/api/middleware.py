@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 
 from inferd.observability.logs import request_id_var
 from inferd.observability.metrics import Metrics
+from inferd.serving.context import new_request_id
 
 log = logging.getLogger("inferd.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-def new_request_id() -> str:
-    return secrets.token_urlsafe(18)
 
 
 class RequestContextMiddleware:

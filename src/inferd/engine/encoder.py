@@ -7,6 +7,10 @@ thread so the event loop never blocks:
 
 * While batch N runs its forward pass, everything that arrived meanwhile is tokenised,
   so batch N+1 is cut from exactly-measured inputs the moment the model is free.
+* ``workers`` forward passes may run at once (each on its own thread, sharing the weights),
+  with the cores split between them: on a small machine two single-threaded passes beat
+  one two-threaded pass, and the event loop's work slows one of them instead of stalling
+  both threads of a shared parallel region.
 * Batches are cut by ``cut_batch``: similar lengths together, bounded by the model's
   ``max_batch_size`` and ``max_batch_tokens``, oldest input always included.
 * When the model frees up with a part-filled batch, the engine waits up to
@@ -96,6 +100,7 @@ class EncoderEngine(Engine):
         too_long: str = "truncate",
         batch_wait_s: float = 0.003,
         observer: EngineObserver | None = None,
+        workers: int = 1,
     ):
         super().__init__(ref)
         self.backend = backend
@@ -114,7 +119,8 @@ class EncoderEngine(Engine):
         self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
         self._tasks: list[asyncio.Task] = []
         self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"tok-{ref.spec.id}")
-        self._forward_pool = ThreadPoolExecutor(1, thread_name_prefix=f"fwd-{ref.spec.id}")
+        self.workers = max(1, workers)
+        self._forward_pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"fwd-{ref.spec.id}")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -128,9 +134,8 @@ class EncoderEngine(Engine):
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.name, self.error)
             return
-        self._tasks = [
-            asyncio.create_task(self._tokenize_loop(), name=f"tokenize:{self.name}"),
-            asyncio.create_task(self._forward_loop(), name=f"forward:{self.name}"),
+        self._tasks = [asyncio.create_task(self._tokenize_loop(), name=f"tokenize:{self.name}")] + [
+            asyncio.create_task(self._forward_loop(), name=f"forward-{i}:{self.name}") for i in range(self.workers)
         ]
         self.state = EngineState.READY
         log.info(

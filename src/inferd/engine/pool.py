@@ -47,6 +47,7 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             too_long=settings.too_long,
             batch_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
+            workers=settings.engine_workers,
         )
     return _Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
 

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import random
 import time
 from dataclasses import dataclass, field
 
 from inferd.accounts.tokens import TokenInfo
+
+
+# Request ids need to be unique, not secret: a PRNG seeded from the OS is ~100x cheaper
+# per request than os.urandom, which is slow on some virtual machines.
+_ids = random.Random(os.urandom(16))
+
+
+def new_request_id() -> str:
+    return base64.urlsafe_b64encode(_ids.getrandbits(144).to_bytes(18, "big")).decode()
 
 
 @dataclass(slots=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
-from inferd.serving.context import RequestContext
+from inferd.serving.context import RequestContext, new_request_id
 from inferd.serving.metering import Charge, Meter
 from inferd.settings import Settings
 
@@ -130,7 +129,7 @@ def infinity_body(result: Embedded, encoding_format: str | None) -> dict:
         "data": _data(result, encoding_format),
         "model": result.ref.spec.id,
         "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
-        "id": f"infinity-{uuid.uuid4()}",
+        "id": f"infinity-{new_request_id()}",
         "created": int(time.time()),
     }
 

@@ -70,3 +70,21 @@ def test_catalog_context_length_caps_the_models_own():
     b.load()
     assert b.context_length == 16
     assert len(b.tokenize(["word " * 100])[0].ids) == 16
+
+
+def test_the_torchscript_fast_path_is_used_and_equals_the_eager_pipeline(backend, st_model):
+    assert backend._traced is not None
+    texts = ["short", "a somewhat longer sentence to make the batch ragged", "mid length text"]
+    batch = [t.ids for t in backend.tokenize(texts)]
+    np.testing.assert_allclose(backend.forward(batch), backend._eager_forward(batch), atol=1e-6)
+    np.testing.assert_allclose(backend.forward(batch), st_model.encode(texts), atol=1e-5)
+
+
+def test_the_fast_path_can_be_turned_off():
+    spec = ModelSpec(
+        id="m", task="embeddings", backend="sentence-transformers", source=SOURCE, options={"torchscript": False}
+    )
+    b = SentenceTransformerBackend(spec, SOURCE, spec.options)
+    b.load()
+    assert b._traced is None
+    assert b.forward([b.tokenize(["hi"])[0].ids]).shape == (1, 384)
