@@ -6,14 +6,6 @@ from inferd.accounts.models import ApiToken
 from inferd.accounts.tokens import TokenStore, hash_token
 
 
-@pytest.fixture
-async def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    yield database
-    await database.close()
-
-
 def test_plain_urls_get_async_drivers():
     assert async_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
     assert async_url("postgresql://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"

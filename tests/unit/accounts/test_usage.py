@@ -8,14 +8,6 @@ from inferd.accounts.models import UsageRecord
 from inferd.accounts.usage import UsageRecorder, UsageRow, usage_summary
 
 
-@pytest.fixture
-async def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path}/u.db")
-    await database.migrate()
-    yield database
-    await database.close()
-
-
 def row(i: int, status: str = "succeeded") -> UsageRow:
     return UsageRow(
         request_id=f"r{i}", token_id="tok_1", model="m", version="1", task="embeddings",
