@@ -60,6 +60,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             admin = await state.tokens.ensure_admin(settings.admin_token)
             if admin:
                 announce_admin_token(admin, settings)
+            else:
+                log.info("tokens required: send `Authorization: Bearer <token>` (new ones: `inferd tokens create NAME`)")
         else:
             log.warning("authentication is OFF (--no-auth): anyone who can reach this port can use it")
         await state.usage.start()
