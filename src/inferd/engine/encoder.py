@@ -178,10 +178,6 @@ class EncoderEngine(Engine):
     def stats(self) -> dict:
         return {**super().stats(), "queued": self._queued}
 
-    @property
-    def info(self) -> EncoderBackend:
-        return self.backend
-
     # ------------------------------------------------------------------ the call
     async def embed(self, inputs: Sequence[EncoderInput]) -> EncodeResult:
         self.ensure_ready()

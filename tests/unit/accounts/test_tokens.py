@@ -1,7 +1,6 @@
-import pytest
 from sqlalchemy import select
 
-from inferd.accounts.db import Database, async_url
+from inferd.accounts.db import async_url
 from inferd.accounts.models import ApiToken
 from inferd.accounts.tokens import TokenStore, hash_token
 
