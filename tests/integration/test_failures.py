@@ -67,3 +67,24 @@ async def test_no_auth_mode_needs_no_token(tmp_path):
             "/v1/openai/embeddings", json={"model": MINILM, "input": "x"}, headers={"Authorization": ""}
         )
         assert r.status_code == 200
+
+
+async def test_log_lines_written_while_serving_carry_the_request_id(mixed, caplog):
+    from inferd.observability.logs import _RequestIdFilter
+
+    caplog.handler.addFilter(_RequestIdFilter())
+    r = await mixed.client.post(
+        "/v1/openai/embeddings", json={"model": "broken/weights-missing", "input": "x"},
+        headers={"X-Request-ID": "trace-me-42"},
+    )
+    assert r.status_code == 503
+    logged = [rec for rec in caplog.records if "weights-missing" in rec.getMessage()]
+    assert logged and all(rec.request_id == "trace-me-42" for rec in logged)
+
+
+async def test_too_long_inputs_get_413_when_the_policy_is_error(tmp_path):
+    async for h in start_app(make_settings(tmp_path, too_long="error")):
+        r = await h.client.post("/v1/openai/embeddings", json={"model": MINILM, "input": ["word " * 300, "short"]})
+        assert r.status_code == 413 and "at most 256" in r.json()["error"]["message"]
+        ok = await h.client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "short"})
+        assert ok.status_code == 200
