@@ -284,6 +284,10 @@ class EncoderEngine(Engine):
             started = time.perf_counter()
             try:
                 vectors = await loop.run_in_executor(self._forward_pool, self.backend.forward, [it.ids for it in batch])
+            except asyncio.CancelledError:  # the engine is stopping: nobody waits forever
+                for item in batch:
+                    item.job.fail(ModelUnavailable(f"model {self.name} is shutting down"))
+                raise
             except Exception:  # noqa: BLE001 - find the input that broke it; the rest still answer
                 await self._forward_each(batch)
                 continue

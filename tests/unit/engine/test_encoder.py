@@ -188,3 +188,20 @@ async def test_a_model_that_cannot_load_is_failed_with_its_reason():
     with pytest.raises(ModelUnavailable, match="does not exist"):
         await engine.embed(["x"])
     await engine.stop()
+
+
+async def test_stopping_fails_queued_and_running_requests_instead_of_leaving_them_waiting():
+    engine, backend, _ = make_engine()
+    await engine.start()
+    backend.gate.clear()
+    running = asyncio.create_task(engine.embed(["inside the model"]))
+    await asyncio.sleep(0.05)
+    queued = asyncio.create_task(engine.embed(["still queued"]))
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(engine.stop())
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    await stopping
+    for task in (running, queued):
+        with pytest.raises(ModelUnavailable, match="shutting down"):
+            await task
