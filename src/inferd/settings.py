@@ -5,6 +5,7 @@ Nothing in inferd reads the environment anywhere else, and nothing reads it at i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,8 +49,6 @@ class Settings(BaseSettings):
     )
 
     def threads_per_worker(self) -> int:
-        import os
-
         return self.torch_threads or max(1, (os.cpu_count() or 1) // self.engine_workers)
 
     # --- logging

@@ -1,6 +1,4 @@
-"""Health, metrics, OpenAPI docs, usage records, request ids in logs."""
-
-import logging
+"""Health, metrics, OpenAPI docs, usage records, request ids."""
 
 import pytest
 

@@ -16,7 +16,6 @@ from inferd.api import inference, infinity, openai, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
-from inferd.backends import TORCH_BACKENDS
 from inferd.catalog import Catalog, load_catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
@@ -51,10 +50,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if any(ref.spec.backend in TORCH_BACKENDS for ref in state.catalog.refs()):
-            import torch
-
-            torch.set_num_threads(settings.threads_per_worker())
         await state.db.migrate()
         if settings.auth:
             admin = await state.tokens.ensure_admin(settings.admin_token)

@@ -31,7 +31,7 @@ async def embeddings(
     inputs = [body.input] if isinstance(body.input, str) else body.input
     query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
     result = await cancellable(request, state.embeddings.embed(query, ctx))
-    return FastJSONResponse(infinity_body(result, body.encoding_format))
+    return FastJSONResponse(infinity_body(result, body.encoding_format, ctx))
 
 
 @router.get("/models", response_model=InfinityModelList, response_class=FastJSONResponse)

@@ -13,9 +13,6 @@ REGISTRY: dict[str, str] = {
     "sentence-transformers": "inferd.backends.sentence_transformers:SentenceTransformerBackend",
 }
 
-# Backends that run on torch: the server sizes torch's thread pool when any is in the catalog.
-TORCH_BACKENDS = frozenset({"sentence-transformers"})
-
 
 class UnknownBackend(LookupError):
     pass

@@ -27,10 +27,11 @@ class Tokenized:
 class Backend(ABC):
     """A runtime that owns one loaded model."""
 
-    def __init__(self, spec: ModelSpec, source: str, options: dict[str, Any]):
+    def __init__(self, spec: ModelSpec, source: str, options: dict[str, Any], threads: int | None = None):
         self.spec = spec
         self.source = source
         self.options = options
+        self.threads = threads  # intra-op threads per forward pass; None: the runtime's default
         self.path: Path | None = None
 
     def resolve(self) -> Path:

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized
 
@@ -19,11 +20,11 @@ class SentenceTransformerBackend(EncoderBackend):
     but on batches inferd has already cut and tokenised."""
 
     def load(self) -> None:
-        import torch
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Normalize
 
-        self._torch = torch
+        if self.threads:
+            torch.set_num_threads(self.threads)  # process-wide; every worker gets this many
         path = self.resolve()
         model = SentenceTransformer(
             str(path),
@@ -59,7 +60,6 @@ class SentenceTransformerBackend(EncoderBackend):
         normalise) so the forward pass runs as one graph: faster, and it holds the GIL only
         on entry, leaving the event loop free while it runs. Verified against the eager
         pipeline on inputs of other shapes; any mismatch or failure keeps the eager path."""
-        torch = self._torch
         names = [type(module).__name__ for module in self.model]
         if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
@@ -69,15 +69,13 @@ class SentenceTransformerBackend(EncoderBackend):
             return None
         graph = _Pipeline(encoder, mode, normalize=len(names) == 3, token_types="token_type_ids" in self._feature_template)
         example = torch.ones(2, 8, dtype=torch.long)
+        probes = [t.ids for t in self.tokenize(["hello", "a longer probe sentence, with punctuation and more words", "x y z"])]
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.freeze(torch.jit.trace(graph.eval(), (example, example), check_trace=False))
-            probes = [t.ids for t in self.tokenize(["hello", "a longer probe sentence, with punctuation and more words", "x y z"])]
-            eager = self._eager_forward(probes)
-            self._traced = traced
-            if not np.allclose(self.forward(probes), eager, atol=1e-5):
-                raise ValueError("traced output differs from the eager pipeline")
+                if not np.allclose(traced(*self._pad(probes)).numpy(), self._eager_forward(probes), atol=1e-5):
+                    raise ValueError("traced output differs from the eager pipeline")
         except Exception as exc:  # noqa: BLE001 - the eager path always works
             log.warning("%s: TorchScript fast path not used (%s)", self.spec.id, exc)
             return None
@@ -99,12 +97,10 @@ class SentenceTransformerBackend(EncoderBackend):
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         if self._traced is None:
             return self._eager_forward(batch)
-        input_ids, mask = self._pad(batch)
-        with self._torch.inference_mode():
-            return self._traced(input_ids, mask).numpy()
+        with torch.inference_mode():
+            return self._traced(*self._pad(batch)).numpy()
 
     def _eager_forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        torch = self._torch
         input_ids, mask = self._pad(batch)
         tensors = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
         features = {key: tensors.get(key, value) for key, value in self._feature_template.items()}
@@ -119,7 +115,7 @@ class SentenceTransformerBackend(EncoderBackend):
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = ids
             mask[row, : len(ids)] = 1
-        return self._torch.from_numpy(input_ids), self._torch.from_numpy(mask)
+        return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
     def close(self) -> None:
         self.model = None
@@ -150,33 +146,24 @@ def _special_wrapping(tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _pipeline_class():
-    import torch
+class _Pipeline(torch.nn.Module):
+    """transformer -> pooling -> normalise, as sentence-transformers' modules compute it."""
 
-    class Pipeline(torch.nn.Module):
-        """transformer -> pooling -> normalise, as sentence-transformers' modules compute it."""
+    def __init__(self, encoder, mode: str, normalize: bool, token_types: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.mean = mode == "mean"
+        self.normalize = normalize
+        self.token_types = token_types
 
-        def __init__(self, encoder, mode: str, normalize: bool, token_types: bool):
-            super().__init__()
-            self.encoder = encoder
-            self.mean = mode == "mean"
-            self.normalize = normalize
-            self.token_types = token_types
-
-        def forward(self, input_ids, attention_mask):
-            kwargs = {"token_type_ids": torch.zeros_like(input_ids)} if self.token_types else {}
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-            if self.mean:
-                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            else:
-                pooled = hidden[:, 0]
-            if self.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            return pooled.float()
-
-    return Pipeline
-
-
-def _Pipeline(encoder, mode: str, normalize: bool, token_types: bool):  # noqa: N802 - a class factory
-    return _pipeline_class()(encoder, mode, normalize, token_types)
+    def forward(self, input_ids, attention_mask):
+        kwargs = {"token_type_ids": torch.zeros_like(input_ids)} if self.token_types else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if self.mean:
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        else:
+            pooled = hidden[:, 0]
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float()

@@ -37,7 +37,9 @@ class _Unloadable(Engine):
 def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
     """The engine for one catalog version; never raises (failures become FAILED engines)."""
     try:
-        backend = backend_class(ref.spec.backend)(ref.spec, ref.version.source, dict(ref.spec.options))
+        backend = backend_class(ref.spec.backend)(
+            ref.spec, ref.version.source, dict(ref.spec.options), threads=settings.threads_per_worker()
+        )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
         return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
     if isinstance(backend, EncoderBackend) and ref.spec.task is Task.EMBEDDINGS:

@@ -13,7 +13,7 @@ from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
-from inferd.serving.context import RequestContext, new_request_id
+from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter
 from inferd.settings import Settings
 
@@ -123,13 +123,13 @@ def openai_body(result: Embedded, encoding_format: str | None) -> dict:
     }
 
 
-def infinity_body(result: Embedded, encoding_format: str | None) -> dict:
+def infinity_body(result: Embedded, encoding_format: str | None, ctx: RequestContext) -> dict:
     return {
         "object": "list",
         "data": _data(result, encoding_format),
         "model": result.ref.spec.id,
         "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
-        "id": f"infinity-{new_request_id()}",
+        "id": f"infinity-{ctx.request_id}",
         "created": int(time.time()),
     }
 
