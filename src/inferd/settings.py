@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".inferd"), description="SQLite file, caches and converted models")
     catalog: Path | None = Field(None, description="catalog YAML; the embedded default when unset")
     database_url: str | None = Field(None, description="any SQLAlchemy URL; SQLite in data_dir when unset")
+    cache_dir: Path | None = Field(None, description="converted checkpoints (GGUF -> transformers); data_dir/cache when unset")
 
     # --- accounts
     auth: bool = Field(True, description="require a Bearer token on inference routes")
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False
+
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -20,6 +20,7 @@ from inferd.catalog import Catalog, load_catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
+from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
 from inferd.settings import Settings
 
@@ -33,6 +34,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
     metrics = Metrics()
     usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch)
     pool = ModelPool(catalog, settings, metrics)
+    meter = Meter(usage, metrics)
     return AppState(
         settings=settings,
         catalog=catalog,
@@ -41,7 +43,8 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         usage=usage,
         metrics=metrics,
         pool=pool,
-        embeddings=EmbeddingService(pool, Meter(usage, metrics), settings),
+        embeddings=EmbeddingService(pool, meter, settings),
+        generation=GenerationService(pool, meter),
     )
 
 

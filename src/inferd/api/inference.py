@@ -22,9 +22,11 @@ from inferd.api.state import AppState, app_state
 from inferd.catalog import ModelRef, Task
 from inferd.catalog.catalog import split_version
 from inferd.errors import InvalidRequest, UnsupportedInput
-from inferd.protocol.inference import EmbeddingsIn, EmbeddingsOut
+from inferd.api.streaming import sse_response
+from inferd.protocol.inference import EmbeddingsIn, EmbeddingsOut, TextGenerationIn, TextGenerationOut
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, native_body
+from inferd.serving.native_generation import native_events, native_response, start_native
 
 router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
 
@@ -87,18 +89,27 @@ async def embeddings(request: Request, payload: dict, ref: ModelRef, ctx: Reques
     return FastJSONResponse(native_body(result, ctx))
 
 
+async def text_generation(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: TextGenerationIn = _validated(TextGenerationIn, payload)
+    run = start_native(state.generation, body, ref, ctx)
+    if body.stream:
+        return await sse_response(request, native_events(run))
+    return FastJSONResponse(await cancellable(request, native_response(run)))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
+    Task.TEXT_GENERATION: text_generation,
 }
 
 _OPENAPI = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"oneOf": [EmbeddingsIn.model_json_schema()]}},
+            "application/json": {"schema": {"oneOf": [EmbeddingsIn.model_json_schema(), TextGenerationIn.model_json_schema()]}},
             "multipart/form-data": {"schema": {"type": "object"}},
         }
     },
-    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [EmbeddingsOut.model_json_schema()]}}}}},
+    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [EmbeddingsOut.model_json_schema(), TextGenerationOut.model_json_schema()]}}}}},
 }
 
 

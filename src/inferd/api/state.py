@@ -13,6 +13,7 @@ from inferd.catalog import Catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
+from inferd.serving.generation import GenerationService
 from inferd.settings import Settings
 
 
@@ -26,6 +27,7 @@ class AppState:
     metrics: Metrics
     pool: ModelPool
     embeddings: EmbeddingService
+    generation: GenerationService
 
 
 async def app_state(request: Request) -> AppState:

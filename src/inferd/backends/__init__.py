@@ -11,6 +11,8 @@ from inferd.backends.base import Backend
 
 REGISTRY: dict[str, str] = {
     "sentence-transformers": "inferd.backends.sentence_transformers:SentenceTransformerBackend",
+    "transformers": "inferd.backends.transformers_lm:TransformersLMBackend",
+    "vllm": "inferd.backends.vllm:VLLMBackend",
 }
 
 

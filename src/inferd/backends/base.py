@@ -27,11 +27,19 @@ class Tokenized:
 class Backend(ABC):
     """A runtime that owns one loaded model."""
 
-    def __init__(self, spec: ModelSpec, source: str, options: dict[str, Any], threads: int | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        source: str,
+        options: dict[str, Any],
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ):
         self.spec = spec
         self.source = source
         self.options = options
         self.threads = threads  # intra-op threads per forward pass; None: the runtime's default
+        self.cache_dir = cache_dir  # where converted checkpoints and compiled artefacts go
         self.path: Path | None = None
 
     def resolve(self) -> Path:

@@ -30,12 +30,17 @@ class EngineObserver(Protocol):
 
     def queue_depth(self, model: str, depth: int) -> None: ...
 
+    def running(self, model: str, sequences: int) -> None: ...
+
 
 class NullObserver:
     def batch_done(self, model: str, size: int, tokens: int, seconds: float) -> None:
         pass
 
     def queue_depth(self, model: str, depth: int) -> None:
+        pass
+
+    def running(self, model: str, sequences: int) -> None:
         pass
 
 

@@ -38,7 +38,11 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
     """The engine for one catalog version; never raises (failures become FAILED engines)."""
     try:
         backend = backend_class(ref.spec.backend)(
-            ref.spec, ref.version.source, dict(ref.spec.options), threads=settings.threads_per_worker()
+            ref.spec,
+            ref.version.source,
+            dict(ref.spec.options),
+            threads=settings.threads_per_worker() if ref.spec.task is Task.EMBEDDINGS else settings.torch_threads,
+            cache_dir=settings.resolved_cache_dir(),
         )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
         return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
@@ -51,6 +55,8 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             observer=observer,
             workers=settings.engine_workers,
         )
+    if ref.spec.task is Task.TEXT_GENERATION and hasattr(backend, "make_engine"):
+        return backend.make_engine(ref, settings, observer)
     return _Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
 
 

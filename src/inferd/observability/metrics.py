@@ -34,6 +34,9 @@ class Metrics:
             "inferd_batch_duration_seconds", "Forward pass time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.queue = Gauge("inferd_queue_depth", "Inputs queued per model", ["model"], registry=r)
+        self.running_seqs = Gauge(
+            "inferd_running_sequences", "Sequences generating now per model", ["model"], registry=r
+        )
         self.model_state = Gauge(
             "inferd_model_ready", "1 when the model is ready to serve", ["model", "version"], registry=r
         )
@@ -46,6 +49,9 @@ class Metrics:
 
     def queue_depth(self, model: str, depth: int) -> None:
         self.queue.labels(model).set(depth)
+
+    def running(self, model: str, sequences: int) -> None:
+        self.running_seqs.labels(model).set(sequences)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr
 
@@ -27,5 +27,36 @@ class EmbeddingsIn(WireModel):
 class EmbeddingsOut(WireModel):
     embeddings: list[list[float]]
     input_tokens: int
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class TextGenerationIn(WireModel):
+    input: StrictStr = Field(description="the prompt, sent as is (no chat template)")
+    stream: bool = False
+    max_new_tokens: Annotated[int, Field(ge=1)] | None = 512
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.9
+    top_k: Annotated[int, Field(ge=-1)] | None = 0
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = 0.0
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = 1.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = 0.0
+    stop: Annotated[list[StrictStr], Field(max_length=4)] | StrictStr | None = None
+    num_responses: Annotated[int, Field(ge=1, le=16)] = 1
+    seed: int | None = None
+    ignore_eos: bool = False
+    response_format: dict | None = None
+    webhook: str | None = None
+
+
+class GeneratedText(WireModel):
+    generated_text: str
+
+
+class TextGenerationOut(WireModel):
+    results: list[GeneratedText]
+    num_tokens: int
+    num_input_tokens: int
     request_id: str
     inference_status: InferenceStatus

@@ -64,3 +64,68 @@ class ErrorBody(WireModel):
 
 class ErrorResponse(WireModel):
     error: ErrorBody
+
+
+# --- chat and text completions
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+
+
+class StreamOptions(WireModel):
+    include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
+
+
+class ResponseFormat(WireModel):
+    type: Literal["text", "json_object", "json_schema", "regex"]
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+
+
+class SamplingFields(WireModel):
+    """What chat and text completions share (OpenAI's fields plus DeepInfra's and vLLM's)."""
+
+    model: StrictStr
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = 1.0
+    top_k: Annotated[int, Field(ge=-1)] | None = 0
+    min_p: Probability | None = 0.0
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = 1.0
+    presence_penalty: Penalty | None = 0.0
+    frequency_penalty: Penalty | None = 0.0
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    n: Annotated[int, Field(ge=1, le=16)] | None = 1
+    seed: int | None = None
+    ignore_eos: bool = Field(False, description="vLLM extension: generate max_tokens tokens whatever comes")
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class CompletionRequest(SamplingFields):
+    prompt: StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    suffix: str | None = Field(None, description="accepted and ignored")

@@ -79,6 +79,6 @@ class Metered:
         if exc_type is None and self.result is not None:
             self._meter._write(self._ctx, self._ref, "succeeded", self.result.units, self.result)
             return
-        cancelled = exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, ClientDisconnected))
+        cancelled = exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, GeneratorExit, ClientDisconnected))
         nothing = Charge(Units(), 0.0, self._ctx.elapsed_ms())
         self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", Units(), nothing)

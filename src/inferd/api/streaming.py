@@ -1,0 +1,62 @@
+"""Server-Sent Events: ``data: {json}\\n\\n`` per event, then ``data: [DONE]\\n\\n``.
+
+The first event is awaited before the response starts, so an error that happens before any
+output (unknown model, loading, full queue, bad length) gets its proper status code. After
+that, an error becomes one error event in the route's dialect, then ``[DONE]``. A client
+that disconnects cancels the stream, which aborts the request in the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from inferd.api.disconnect import cancellable
+from inferd.api.routing import NATIVE, dialect_of
+from inferd.errors import EngineError, InferdError
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _event(payload: dict) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _error_event(request: Request, exc: InferdError) -> bytes:
+    if dialect_of(request.scope) == NATIVE:
+        return _event({"error": exc.message})
+    return _event({"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}})
+
+
+async def sse_response(request: Request, events: AsyncIterator[dict]) -> StreamingResponse:
+    try:
+        first = await cancellable(request, anext(events))
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield _event(first)
+                async for payload in events:
+                    yield _event(payload)
+        except InferdError as exc:
+            yield _error_event(request, exc)
+        except Exception as exc:  # noqa: BLE001 - the stream has started: report, don't crash
+            log.exception("stream failed")
+            yield _error_event(request, EngineError(f"generation failed: {type(exc).__name__}"))
+        finally:
+            await events.aclose()
+        yield DONE
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_HEADERS)

@@ -1,0 +1,125 @@
+"""The text-generation engine interface: what the serving layer sees of any LLM runtime.
+
+``generate(request)`` is an async iterator of ``SequenceDelta`` (one per new piece of a
+sequence, each carrying only what is new), ending when every sequence of the request has a
+``finish_reason``. Leaving the iterator early (the client went away) aborts the request in
+the runtime; ``abort(request_id)`` does the same from outside. Runtimes own tokenisation
+of the output (detokenising, stop strings, logprob token strings) so they answer alike.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferd.engine.base import Engine
+from inferd.errors import InvalidRequest
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """Per-request parameters, already validated and defaulted by the serving layer."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    logprobs: int | None = None  # None: none; k >= 0: the sampled token's plus the top k
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (completions echo)
+    ignore_eos: bool = False
+    stream: bool = False  # whether deltas are wanted as they come (else once, at the end)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 1e-5 or self.top_k == 1
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(slots=True)
+class TopLogprob:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """One position: the chosen token with its logprob, and the top alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SequenceDelta:
+    """What is new in sequence ``index`` of a request since its previous delta."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    prompt_tokens: int = 0
+    # on the first delta of a sequence when asked for: the prompt's tokens (first has no logprob)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+
+class GenerationEngine(Engine):
+    """A loaded causal LM behind one scheduler; subclasses are the runtimes' engines."""
+
+    context_length: int
+    eos_token_ids: frozenset[int]
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
+        """Queue the request and yield its sequences' deltas; raises ``Overloaded`` when full."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request's sequences and free their slots (no-op when already done)."""
+
+    @abstractmethod
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        """Token ids of a prompt text (with the model's BOS when ``special``)."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    @abstractmethod
+    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        """The chat prompt the model was trained on (generation prompt appended)."""
+
+    def check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """The max_tokens to use: raises a clear 400 when the prompt or budget exceeds the context."""
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise InvalidRequest(
+                f"the prompt is {prompt_tokens} tokens; this model's context is {self.context_length} tokens",
+                param="messages",
+            )
+        if max_tokens is None:
+            return room
+        if max_tokens > room:
+            raise InvalidRequest(
+                f"max_tokens {max_tokens} + the prompt's {prompt_tokens} tokens exceeds this model's context "
+                f"of {self.context_length} tokens",
+                param="max_tokens",
+            )
+        return max_tokens

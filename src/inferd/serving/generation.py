@@ -1,0 +1,186 @@
+"""Text generation, whatever the dialect: prompts in, a metered stream of deltas out.
+
+The dialect modules (``openai_chat``, ``openai_completions``, ``native_generation``) turn
+their request into prompt token ids and ``SamplingParams``, call ``GenerationService.run``,
+and shape what comes back. A ``Run`` yields ``(prompt_index, SequenceDelta)`` pairs; it
+charges the request when the last sequence finishes (so the last chunk can carry the
+cost) and leaves a usage record however it ends: succeeded, failed, or cancelled when
+the client went away (the engine aborts the request's sequences at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from inferd.catalog import ModelRef, Task, Units
+from inferd.engine.generation import GenerationEngine, GenerationRequest, SamplingParams, SequenceDelta, TokenLogprob
+from inferd.engine.pool import ModelPool
+from inferd.errors import InvalidRequest
+from inferd.serving.context import RequestContext
+from inferd.serving.metering import Charge, Meter
+
+
+@dataclass(slots=True)
+class Choice:
+    """One sequence gathered whole (non-streaming answers)."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+
+class Run:
+    def __init__(self, service: GenerationService, ref: ModelRef, engine: GenerationEngine,
+                 prompts: list[list[int]], params: SamplingParams, ctx: RequestContext):
+        self.ref = ref
+        self.engine = engine
+        self.prompts = prompts
+        self.params = params
+        self.ctx = ctx
+        self.created = int(time.time())
+        self.prompt_tokens = sum(len(p) for p in prompts)
+        self.completion_tokens = 0
+        self.charge: Charge | None = None
+        self._meter = service.meter
+
+    @property
+    def usage(self) -> dict:
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+        if self.charge is not None:
+            usage["estimated_cost"] = self.charge.cost_usd
+        return usage
+
+    def _streams(self) -> list[AsyncIterator[SequenceDelta]]:
+        rid = self.ctx.request_id
+        return [
+            self.engine.generate(GenerationRequest(rid if len(self.prompts) == 1 else f"{rid}-{i}", p, self.params))
+            for i, p in enumerate(self.prompts)
+        ]
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
+        with self._meter.track(self.ctx, self.ref) as metered:
+            streams = self._streams()
+            source = _tagged(streams[0], 0) if len(streams) == 1 else _merged(streams)
+            async with aclosing(source) as pairs:
+                async for index, delta in pairs:
+                    self.completion_tokens += len(delta.token_ids)
+                    yield index, delta
+            self.charge = metered.charge(Units(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens))
+
+    async def gather(self) -> list[Choice]:
+        """Every choice whole, in order (prompt-major, then ``n``)."""
+        n = self.params.n
+        choices = [Choice() for _ in range(len(self.prompts) * n)]
+        async for p, delta in self:
+            choice = choices[p * n + delta.index]
+            choice.text += delta.text
+            choice.token_ids += delta.token_ids
+            if delta.logprobs is not None:
+                choice.logprobs = (choice.logprobs or []) + delta.logprobs
+            if delta.prompt_logprobs is not None:
+                choice.prompt_logprobs = delta.prompt_logprobs
+            if delta.finish_reason:
+                choice.finish_reason = delta.finish_reason
+        return choices
+
+
+async def _tagged(stream: AsyncIterator[SequenceDelta], index: int) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    async with aclosing(stream):
+        async for delta in stream:
+            yield index, delta
+
+
+async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    """Several prompts' streams as one, in arrival order; leaving early aborts them all."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index: int, stream) -> None:
+        try:
+            async with aclosing(stream):
+                async for delta in stream:
+                    queue.put_nowait((index, delta))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            queue.put_nowait(exc)
+            return
+        queue.put_nowait(done)
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class GenerationService:
+    def __init__(self, pool: ModelPool, meter: Meter):
+        self.pool = pool
+        self.meter = meter
+
+    def engine(self, model: str, version: str | None = None) -> tuple[ModelRef, GenerationEngine]:
+        ref = self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION)
+        if ref.spec.task is not Task.TEXT_GENERATION:
+            raise InvalidRequest(f"model {ref.spec.id} is a {ref.spec.task.value} model, not a text-generation one",
+                                 param="model")
+        engine = self.pool.engine(ref)
+        engine.ensure_ready()
+        assert isinstance(engine, GenerationEngine)
+        return ref, engine
+
+    def run(self, ref: ModelRef, engine: GenerationEngine, prompts: list[list[int]], params: SamplingParams,
+            ctx: RequestContext) -> Run:
+        return Run(self, ref, engine, prompts, params, ctx)
+
+
+def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def common_params(body, max_tokens: int, **extra) -> SamplingParams:
+    """SamplingParams from the fields chat, completions and native requests share."""
+    top_k = body.top_k if body.top_k is not None else 0
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=max(top_k, 0),
+        min_p=body.min_p or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        seed=body.seed,
+        stop=stop_list(body.stop),
+        ignore_eos=bool(getattr(body, "ignore_eos", False)),
+        **extra,
+    )
+
+
+def reject_structured(body) -> None:
+    """Structured output and tools are not served yet: say so instead of ignoring them."""
+    fmt = getattr(body, "response_format", None)
+    if fmt is not None and fmt.type != "text":
+        raise InvalidRequest(f"response_format {fmt.type!r} is not supported yet; only 'text'", param="response_format")
+    if getattr(body, "tools", None) and getattr(body, "tool_choice", None) != "none":
+        raise InvalidRequest("tools are not supported yet", param="tools")

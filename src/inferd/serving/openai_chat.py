@@ -1,0 +1,125 @@
+"""OpenAI chat completions: messages -> chat template -> the engine -> OpenAI's shapes.
+
+Streams follow OpenAI's chunks: a first chunk per choice with the assistant role, content
+deltas, the choice's ``finish_reason`` on its last chunk, ``usage`` (with DeepInfra's
+``estimated_cost``) on the final chunk by default, or on an extra ``choices: []`` chunk
+when ``stream_options.include_usage`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from inferd.engine.generation import TokenLogprob
+from inferd.errors import UnsupportedInput
+from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
+from inferd.serving.context import RequestContext
+from inferd.serving.generation import GenerationService, Run, common_params, reject_structured
+
+_TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
+
+
+def message_dict(message: ChatMessage, index: int) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(str(part.get("text", "")))
+            else:
+                raise UnsupportedInput(f"messages[{index}]: content parts of type {kind!r} are not supported by "
+                                       "this model (text only)", param="messages")
+        content = "\n".join(texts)
+    out: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role, "content": content or ""}
+    for key in ("name", "tool_calls", "tool_call_id"):
+        value = getattr(message, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def chat_logprobs(items: list[TokenLogprob] | None) -> dict | None:
+    if items is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.token.encode()),
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())} for t in lp.top],
+            }
+            for lp in items
+        ]
+    }
+
+
+async def start_chat(service: GenerationService, body: ChatCompletionRequest, ctx: RequestContext) -> Run:
+    reject_structured(body)
+    ref, engine = service.engine(body.model)
+    messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
+    kwargs = body.chat_template_kwargs or {}
+    if sum(len(m["content"]) for m in messages) > _TEMPLATE_OFF_LOOP:
+        text = await asyncio.to_thread(engine.apply_chat_template, messages, **kwargs)
+        ids = await asyncio.to_thread(engine.encode, text, special=False)
+    else:
+        text = engine.apply_chat_template(messages, **kwargs)
+        ids = engine.encode(text, special=False)
+    max_tokens = engine.check_length(len(ids), body.max_completion_tokens or body.max_tokens)
+    params = common_params(
+        body, max_tokens, n=body.n or 1, stream=body.stream,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+    )
+    return service.run(ref, engine, [ids], params, ctx)
+
+
+async def chat_response(run: Run, model: str) -> dict:
+    choices = await run.gather()
+    return {
+        "id": f"chatcmpl-{run.ctx.request_id}",
+        "object": "chat.completion",
+        "created": run.created,
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": chat_logprobs(c.logprobs),
+                "finish_reason": c.finish_reason,
+            }
+            for i, c in enumerate(choices)
+        ],
+        "usage": run.usage,
+    }
+
+
+async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:
+    base = {"id": f"chatcmpl-{run.ctx.request_id}", "object": "chat.completion.chunk", "created": run.created,
+            "model": model}
+    started: set[int] = set()
+    unfinished = run.params.n
+    last: dict = {**base, "choices": []}
+    async for _, delta in run:
+        i = delta.index
+        if i not in started:
+            started.add(i)
+            yield {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                        "finish_reason": None}]}
+        chunk = {**base, "choices": [{"index": i, "delta": {"content": delta.text} if delta.text else {},
+                                      "logprobs": chat_logprobs(delta.logprobs),
+                                      "finish_reason": delta.finish_reason}]}
+        if delta.finish_reason:
+            unfinished -= 1
+            if not unfinished:
+                last = chunk
+                continue  # sent below, once the run has been charged
+        if delta.text or delta.finish_reason or delta.logprobs:
+            yield chunk
+    if include_usage:
+        yield last
+        yield {**base, "choices": [], "usage": run.usage}
+    else:
+        yield {**last, "usage": run.usage}
