@@ -152,6 +152,14 @@ class GenerationService:
         return Run(self, ref, engine, prompts, params, ctx)
 
 
+def closing_chunks(last: dict, base: dict, usage: dict, include_usage: bool) -> list[dict]:
+    """The stream's end: usage on the last chunk (DeepInfra's default), or on an extra
+    ``choices: []`` chunk when the client set ``stream_options.include_usage`` (OpenAI's rule)."""
+    if include_usage:
+        return [last, {**base, "choices": [], "usage": usage}]
+    return [{**last, "usage": usage}]
+
+
 def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
     if stop is None:
         return ()

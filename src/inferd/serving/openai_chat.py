@@ -16,7 +16,7 @@ from inferd.engine.generation import TokenLogprob
 from inferd.errors import UnsupportedInput
 from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
 from inferd.serving.context import RequestContext
-from inferd.serving.generation import GenerationService, Run, common_params, reject_structured
+from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, reject_structured
 
 _TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
 
@@ -118,8 +118,5 @@ async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterato
                 continue  # sent below, once the run has been charged
         if delta.text or delta.finish_reason or delta.logprobs:
             yield chunk
-    if include_usage:
-        yield last
-        yield {**base, "choices": [], "usage": run.usage}
-    else:
-        yield {**last, "usage": run.usage}
+    for chunk in closing_chunks(last, base, run.usage, include_usage):
+        yield chunk

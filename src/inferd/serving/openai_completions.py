@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from inferd.engine.generation import TokenLogprob
 from inferd.protocol.openai import CompletionRequest
 from inferd.serving.context import RequestContext
-from inferd.serving.generation import GenerationService, Run, common_params, reject_structured
+from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, reject_structured
 
 
 def _prompts(body: CompletionRequest) -> list[str | list[int]]:
@@ -107,8 +107,5 @@ async def completion_chunks(run: Run, model: str, echo: bool, include_usage: boo
                 continue
         if text or delta.finish_reason or logprobs:
             yield chunk
-    if include_usage:
-        yield last
-        yield {**base, "choices": [], "usage": run.usage}
-    else:
-        yield {**last, "usage": run.usage}
+    for chunk in closing_chunks(last, base, run.usage, include_usage):
+        yield chunk
