@@ -63,7 +63,8 @@ class AppHarness:
 
 
 async def _start(settings: Settings, catalog=None) -> AsyncIterator[AppHarness]:
-    app = create_app(settings, catalog)
+    """An app in process; the default catalog's embedding models unless a catalog is given."""
+    app = create_app(settings, catalog if catalog is not None else embeddings_catalog())
     async with LifespanManager(app, startup_timeout=120, shutdown_timeout=60):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -79,6 +80,14 @@ async def harness(tmp_path_factory) -> AsyncIterator[AppHarness]:
     """One app with the default catalog for the whole session (the model loads once)."""
     async for h in _start(make_settings(tmp_path_factory.mktemp("app"))):
         yield h
+
+
+def embeddings_catalog():
+    """The default catalog's embedding models only (the LLM has tests of its own)."""
+    from inferd.catalog import Task
+    from inferd.catalog.catalog import Catalog
+
+    return Catalog([spec for spec in load_catalog() if spec.task is Task.EMBEDDINGS])
 
 
 @pytest.fixture(scope="session")

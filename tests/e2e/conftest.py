@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, TEST_CACHE
 
 INFERD = str(Path(sys.executable).with_name("inferd"))
 
@@ -37,6 +37,7 @@ class RemoteServer:
             **os.environ,
             "INFERD_ADMIN_TOKEN": ADMIN_TOKEN,
             "HF_HUB_OFFLINE": "1",
+            "INFERD_CACHE_DIR": str(TEST_CACHE),  # the GGUF conversion is shared with other tests
             **(env or {}),
         }
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -47,7 +48,7 @@ class RemoteServer:
             env=environment,
         )
 
-    def wait_ready(self, timeout: float = 120) -> RemoteServer:
+    def wait_ready(self, timeout: float = 420) -> RemoteServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -79,8 +80,21 @@ class RemoteServer:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def embeddings_only_catalog(path: Path) -> Path:
+    """The default catalog without its LLM: for servers that test the platform, not generation."""
+    import yaml
+
+    from importlib import resources
+
+    data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
+    data["models"] = [m for m in data["models"] if m["task"] == "embeddings"]
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
+    """`inferd serve` on the embedded default catalog: MiniLM and SmolLM2 on vLLM."""
     remote = RemoteServer(
         tmp_path_factory.mktemp("server"), env={"INFERD_TOKEN_CACHE_TTL_S": "0.2"}
     ).wait_ready()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import MINILM
-from tests.e2e.conftest import INFERD, RemoteServer
+from tests.e2e.conftest import INFERD, RemoteServer, embeddings_only_catalog
 
 
 def cli(*args: str, data_dir) -> str:
@@ -78,7 +78,8 @@ async def test_a_disconnecting_client_cancels_its_queued_work(server):
 
 
 def test_a_clean_stop_writes_every_usage_record(tmp_path):
-    server = RemoteServer(tmp_path, env={"INFERD_USAGE_FLUSH_INTERVAL_S": "3600"}).wait_ready()
+    catalog = embeddings_only_catalog(tmp_path / "catalog.yaml")
+    server = RemoteServer(tmp_path, "--catalog", str(catalog), env={"INFERD_USAGE_FLUSH_INTERVAL_S": "3600"}).wait_ready()
     try:
         for _ in range(25):
             assert embed(server, server.token).status_code == 200

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from inferd.api.disconnect import cancellable
 from inferd.api.routing import NATIVE, dialect_of
@@ -23,6 +25,29 @@ log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class SSEResponse(StreamingResponse):
+    """Watches for the client going away whatever the server's ASGI version (Starlette only
+    notices on the next failed send under ASGI 2.4), cancels the stream at once, and always
+    closes the body iterator, so the request is aborted and metered as cancelled right away."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _event(payload: dict) -> bytes:
@@ -59,4 +84,4 @@ async def sse_response(request: Request, events: AsyncIterator[dict]) -> Streami
             await events.aclose()
         yield DONE
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=_HEADERS)
+    return SSEResponse(body(), media_type="text/event-stream", headers=_HEADERS)

@@ -48,6 +48,7 @@ class Run:
         self.completion_tokens = 0
         self.charge: Charge | None = None
         self._meter = service.meter
+        self._iterating: AsyncIterator | None = None
 
     @property
     def usage(self) -> dict:
@@ -67,7 +68,16 @@ class Run:
             for i, p in enumerate(self.prompts)
         ]
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
+    def __aiter__(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
+        self._iterating = self._iterate()
+        return self._iterating
+
+    async def aclose(self) -> None:
+        """End the run now (the consumer stopped early): aborts it and records it as cancelled."""
+        if self._iterating is not None:
+            await self._iterating.aclose()
+
+    async def _iterate(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
         with self._meter.track(self.ctx, self.ref) as metered:
             streams = self._streams()
             source = _tagged(streams[0], 0) if len(streams) == 1 else _merged(streams)

@@ -50,7 +50,7 @@ async def native_response(run: Run) -> dict:
     }
 
 
-async def native_events(run: Run) -> AsyncIterator[dict]:
+async def _native_events(run: Run) -> AsyncIterator[dict]:
     texts: dict[int, str] = {}
     finish: dict[int, str] = {}
     pending: dict | None = None
@@ -87,3 +87,12 @@ async def native_events(run: Run) -> AsyncIterator[dict]:
             "inference_status": _status(run),
         }
         yield pending
+
+
+async def native_events(run: Run) -> AsyncIterator[dict]:
+    """Leaving early (the client went away) ends the run at once: aborted, metered as cancelled."""
+    try:
+        async for chunk in _native_events(run):
+            yield chunk
+    finally:
+        await run.aclose()

@@ -96,7 +96,7 @@ async def chat_response(run: Run, model: str) -> dict:
     }
 
 
-async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:
+async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:
     base = {"id": f"chatcmpl-{run.ctx.request_id}", "object": "chat.completion.chunk", "created": run.created,
             "model": model}
     started: set[int] = set()
@@ -120,3 +120,12 @@ async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterato
             yield chunk
     for chunk in closing_chunks(last, base, run.usage, include_usage):
         yield chunk
+
+
+async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:
+    """Leaving early (the client went away) ends the run at once: aborted, metered as cancelled."""
+    try:
+        async for chunk in _chat_chunks(run, model, include_usage):
+            yield chunk
+    finally:
+        await run.aclose()

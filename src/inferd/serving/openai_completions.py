@@ -80,7 +80,7 @@ async def completion_response(run: Run, model: str, echo: bool) -> dict:
             "choices": out, "usage": run.usage}
 
 
-async def completion_chunks(run: Run, model: str, echo: bool, include_usage: bool) -> AsyncIterator[dict]:
+async def _completion_chunks(run: Run, model: str, echo: bool, include_usage: bool) -> AsyncIterator[dict]:
     base = {"id": f"cmpl-{run.ctx.request_id}", "object": "text_completion", "created": run.created, "model": model}
     n = run.params.n
     builders: dict[int, LegacyLogprobs] = {}
@@ -109,3 +109,12 @@ async def completion_chunks(run: Run, model: str, echo: bool, include_usage: boo
             yield chunk
     for chunk in closing_chunks(last, base, run.usage, include_usage):
         yield chunk
+
+
+async def completion_chunks(run: Run, model: str, echo: bool, include_usage: bool) -> AsyncIterator[dict]:
+    """Leaving early (the client went away) ends the run at once: aborted, metered as cancelled."""
+    try:
+        async for chunk in _completion_chunks(run, model, echo, include_usage):
+            yield chunk
+    finally:
+        await run.aclose()

