@@ -141,17 +141,6 @@ class VLLMEngine(GenerationEngine):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "running": len(self._live)}
 
-    # --- tokenizer
-
-    def encode(self, text: str, *, special: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=special)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-
     # --- requests
 
     def _sampling(self, params: SamplingParams):
@@ -191,7 +180,6 @@ class VLLMEngine(GenerationEngine):
         self.observer.running(self.name, len(self._live))
         finished: set[int] = set()
         first: set[int] = set()
-        prompt_tokens = len(request.prompt_ids)
         want = request.params.logprobs is not None
         try:
             stream = self._llm.generate({"prompt_token_ids": request.prompt_ids}, sampling, request_id=rid)
@@ -214,7 +202,6 @@ class VLLMEngine(GenerationEngine):
                         token_ids=list(seq.token_ids),
                         logprobs=_convert(seq.logprobs, seq.token_ids, request.params.logprobs) if want else None,
                         finish_reason=reason if reason in (None, "stop", "length") else "stop",
-                        prompt_tokens=prompt_tokens,
                         prompt_logprobs=prompt_lps,
                     )
         except (Overloaded, InvalidRequest):

@@ -76,7 +76,6 @@ class SequenceDelta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort"
-    prompt_tokens: int = 0
     # on the first delta of a sequence when asked for: the prompt's tokens (first has no logprob)
     prompt_logprobs: list[TokenLogprob | None] | None = None
 
@@ -86,6 +85,7 @@ class GenerationEngine(Engine):
 
     context_length: int
     eos_token_ids: frozenset[int]
+    tokenizer: Any  # a transformers tokenizer
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
@@ -95,16 +95,18 @@ class GenerationEngine(Engine):
     async def abort(self, request_id: str) -> None:
         """Stop a request's sequences and free their slots (no-op when already done)."""
 
-    @abstractmethod
+    # --- the model's Hugging Face tokenizer (``self.tokenizer``, set by ``start()``)
+
     def encode(self, text: str, *, special: bool = True) -> list[int]:
         """Token ids of a prompt text (with the model's BOS when ``special``)."""
+        return self.tokenizer.encode(text, add_special_tokens=special)
 
-    @abstractmethod
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    @abstractmethod
     def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         """The chat prompt the model was trained on (generation prompt appended)."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
     def check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """The max_tokens to use: raises a clear 400 when the prompt or budget exceeds the context."""

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
@@ -122,17 +122,6 @@ class BatchGenerationEngine(GenerationEngine):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "waiting": len(self._waiting), "running": len(self._running)}
-
-    # --- tokenizer
-
-    def encode(self, text: str, *, special: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=special)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per model, lives as long as the server
     def token_text(self, token_id: int) -> str:
@@ -295,7 +284,6 @@ class BatchGenerationEngine(GenerationEngine):
             token_ids=seq.pending_ids,
             logprobs=seq.pending_logprobs if seq.row.params.logprobs is not None else None,
             finish_reason=seq.finish_reason,
-            prompt_tokens=len(seq.req.request.prompt_ids),
             prompt_logprobs=seq.prompt_logprobs if seq.first else None,
         )
         seq.first = False

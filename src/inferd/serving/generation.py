@@ -148,7 +148,10 @@ class GenerationService:
         self.meter = meter
 
     def engine(self, model: str, version: str | None = None) -> tuple[ModelRef, GenerationEngine]:
-        ref = self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION)
+        return self.engine_of(self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION))
+
+    def engine_of(self, ref: ModelRef) -> tuple[ModelRef, GenerationEngine]:
+        """The ready engine of an already resolved text-generation model."""
         if ref.spec.task is not Task.TEXT_GENERATION:
             raise InvalidRequest(f"model {ref.spec.id} is a {ref.spec.task.value} model, not a text-generation one",
                                  param="model")

@@ -20,7 +20,7 @@ def start_native(service: GenerationService, body: TextGenerationIn, ref: ModelR
     fmt = (body.response_format or {}).get("type", "text")
     if fmt != "text":
         raise InvalidRequest(f"response_format {fmt!r} is not supported yet; only 'text'", param="response_format")
-    ref, engine = service.engine(ref.spec.id, ref.version.name)
+    ref, engine = service.engine_of(ref)
     ids = engine.encode(body.input, special=True)
     max_tokens = engine.check_length(len(ids), body.max_new_tokens)
     params = common_params(body, max_tokens, n=body.num_responses, stream=body.stream,
