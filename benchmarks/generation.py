@@ -158,7 +158,7 @@ def plans(args, work: Path) -> list[dict]:
                         "ready": lambda body: True, "url": f"{base}/v1/chat/completions",
                         "command": [str(PEERS / "llamacpp" / "bin" / "python"), "-m", "llama_cpp.server",
                                     "--model", str(gguf_path()), "--port", str(port), "--n_ctx", "2048",
-                                    "--model_alias", MODEL]})
+                                    "--model_alias", MODEL, "--interrupt_requests", "false"]})
     return out
 
 

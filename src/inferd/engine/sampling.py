@@ -72,6 +72,18 @@ def _filter(y: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
     return y
 
 
+def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> list[int]:
+    """One token per row by inverse transform sampling: a uniform from the row's own generator
+    against the row's cumulative distribution. ``torch.multinomial`` row by row cost ~1 ms a
+    row over a 49k vocabulary (18% of a 32-row decode step here); this is one pass for all."""
+    cdf = probs.cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=probs.dtype) for g in generators])
+    picked = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    # rounding can carry the pick past the last token with mass; pull it back onto that token
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).to(torch.int8).argmax(-1)
+    return torch.minimum(picked, last).tolist()
+
+
 def top_logprobs(
     logprobs: torch.Tensor, chosen: Sequence[int], ks: Sequence[int], token_text: Callable[[int], str]
 ) -> list[TokenLogprob]:
@@ -108,9 +120,8 @@ def sample(
         params = [rows[r].params for r in drawn]
         temperature = torch.tensor([p.temperature for p in params], dtype=x.dtype).unsqueeze(1)
         y = _filter(x[drawn] / temperature, params)
-        probs = y.softmax(-1)
-        for j, r in enumerate(drawn):
-            chosen[r] = int(torch.multinomial(probs[j], 1, generator=rows[r].generator))
+        for r, token in zip(drawn, _draw(y.softmax(-1), [rows[r].generator for r in drawn]), strict=True):
+            chosen[r] = token
 
     logprobs: list[TokenLogprob | None] = [None] * len(rows)
     if raw_logprobs is not None:
