@@ -188,11 +188,11 @@ def log_tail(log_path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start_server(name, command, log_path, health_url, is_ready, timeout) -> subprocess.Popen:
+def start_server(name, command, log_path, health_url, is_ready, timeout, env=None) -> subprocess.Popen:
     """Start `command`, poll `health_url` until is_ready(body); raise on timeout or early exit."""
     print(f"  starting {name}: {' '.join(command)}", flush=True)
     with open(log_path, "wb") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**SERVER_ENV, **(env or {})})
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if proc.poll() is not None:

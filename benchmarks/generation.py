@@ -17,6 +17,9 @@ process (fp32): the ceiling the transformers runtime is measured against.
 
 vLLM runs the fp32 checkpoint converted from the GGUF, in --dtype (bfloat16), with the same
 KV-cache size and max_num_seqs for inferd and vLLM's server; llama.cpp runs the GGUF itself.
+``vllm-server`` runs with vLLM's defaults, as its users start it; ``vllm-server-tuned`` adds the
+one engine setting inferd's vLLM runtime picks by itself on a small machine (no core reserved
+for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving layer's cost.
 Results go to the console and ``.bench/results/generation-<UTC>.json``.
 """
 
@@ -141,7 +144,7 @@ def plans(args, work: Path) -> list[dict]:
                         "url": f"{base}/v1/openai/chat/completions",
                         "command": [str(REPO / ".venv/bin/inferd"), "serve", "--port", str(port), "--no-auth",
                                     "--catalog", str(catalog), "--data-dir", str(work / name)]})
-        elif name == "vllm-server":
+        elif name in ("vllm-server", "vllm-server-tuned"):
             python = PEERS / "vllm" / "bin" / "python"
             python = python if python.exists() else REPO / ".venv" / "bin" / "python"
             command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", ckpt,
@@ -150,7 +153,9 @@ def plans(args, work: Path) -> list[dict]:
                        "--max-model-len", "2048", "--disable-log-stats"]
             if args.eager:
                 command.append("--enforce-eager")
-            out.append({"name": name, "model": MODEL, "extra": {"stream_options": {"include_usage": True}},
+            # -tuned: the core reservation inferd's vLLM runtime picks on small machines (backends/vllm.py)
+            env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} if name.endswith("-tuned") else {}
+            out.append({"name": name, "model": MODEL, "extra": {"stream_options": {"include_usage": True}}, "env": env,
                         "health": f"{base}/health", "ready": lambda body: True,
                         "url": f"{base}/v1/chat/completions", "command": command})
         elif name == "llamacpp-server":
@@ -164,7 +169,7 @@ def plans(args, work: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="inferd-vllm,vllm-server,llamacpp-server,inferd-transformers,static-32")
+    parser.add_argument("--systems", default="inferd-vllm,vllm-server,vllm-server-tuned,llamacpp-server,inferd-transformers,static-32")
     parser.add_argument("--streams", default="1,8,32")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1)
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
         for plan in plans(args, work):
             try:
                 proc = start_server(plan["name"], plan["command"], work / f"{plan['name']}.log", plan["health"],
-                                    plan["ready"], 900)
+                                    plan["ready"], 900, plan.get("env"))
             except RuntimeError as exc:
                 print(f"  {plan['name']} failed to start: {exc}")
                 failed = True
@@ -210,6 +215,10 @@ def main(argv=None) -> int:
         if mine and theirs:
             print(f"  {c:3d} streams: inferd-vllm / vllm-server throughput {mine['tok_s'] / theirs['tok_s']:.2f}, "
                   f"ttft p50 {mine['ttft_p50_ms'] / theirs['ttft_p50_ms']:.2f}x")
+        tuned = by.get(("vllm-server-tuned", c))
+        if mine and tuned:
+            print(f"  {c:3d} streams: inferd-vllm / vllm-server-tuned throughput {mine['tok_s'] / tuned['tok_s']:.2f}, "
+                  f"ttft p50 {mine['ttft_p50_ms'] / tuned['ttft_p50_ms']:.2f}x")
         llama = by.get(("llamacpp-server", c))
         if mine and llama:
             print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")

@@ -3,6 +3,7 @@ SmolLM2's real weights for answers, a tiny random model for the mechanics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -176,6 +177,22 @@ async def test_bad_requests(gen):
     parts = [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]
     assert (await c.post(CHAT, json={"model": "tiny", "messages": parts, "max_tokens": 2})).status_code == 200
     assert (await c.post(CHAT, json={"model": "chat-default", "messages": QUESTION, "max_tokens": 1})).status_code == 200
+
+
+async def test_bad_prompts_are_400s_and_leave_a_running_stream_alone(gen):
+    c = gen.client
+    running = asyncio.create_task(c.post("/v1/openai/completions", json={"model": "tiny", "prompt": "Once", "max_tokens": 24,
+                                                                              "ignore_eos": True}))
+    r = await c.post("/v1/openai/completions", json={"model": "tiny", "prompt": [5, 10**7], "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt" and "vocabulary" in r.json()["error"]["message"]
+    r = await c.post("/v1/openai/completions", json={"model": "tiny", "prompt": [], "max_tokens": 2})
+    assert r.status_code == 400
+    r = await c.post("/v1/openai/completions", json={"model": "tiny", "prompt": "", "max_tokens": 2})
+    assert r.status_code == 400 and "empty" in r.json()["error"]["message"]  # SmolLM2's tokenizer adds no BOS
+    r = await c.post("/v1/inference/tiny", json={"input": ""})
+    assert r.status_code == 400 and "empty" in r.json()["error"]
+    done = await running
+    assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] == 24
 
 
 async def test_an_error_after_the_first_byte_is_an_error_chunk(gen, monkeypatch):

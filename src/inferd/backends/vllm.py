@@ -11,8 +11,12 @@ Catalog ``options`` (all optional):
   kv_cache_gib           KV-cache size in GiB (default 2). On CPUs vLLM otherwise sizes the
                          cache from a fraction of the memory it *thinks* is free, which is
                          wrong on many VMs; an explicit size also skips a warm-up pass.
-  enforce_eager          true (default): skip torch.compile; start-up drops from ~85 s to ~15 s
-                         here and decode speed is the same within noise (docs/benchmarks.md)
+  enforce_eager          true (default here; the default catalog sets false): skip torch.compile;
+                         start-up drops by ~50 s, decode is 10-25% slower (docs/benchmarks.md)
+  reserved_cpus          CPU build only: cores vLLM keeps free of model threads for its scheduler
+                         (VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM reserves one per worker; on a
+                         machine of 4 cores or fewer inferd reserves none by default: measured on
+                         2 cores, 32 streams went from 338 to 493 tok/s (docs/benchmarks.md)
   gguf_file, trust_remote_code, seed
 The catalog's limits.max_batch_size is vLLM's max_num_seqs; limits.queue_size bounds waiting requests.
 """
@@ -52,6 +56,12 @@ class VLLMBackend(Backend):
         # vLLM loads the fp32 checkpoint and casts it; the conversion keeps full precision
         self.checkpoint = resolve_lm_checkpoint(self.resolve(), self.options, self.cache_dir, "float32")
         self.dtype = dtype
+        # read by the engine core process vLLM spawns when the engine starts, right after this
+        reserved = self.options.get("reserved_cpus")
+        if reserved is not None:
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(int(reserved))
+        elif (os.cpu_count() or 1) <= 4:
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
     def engine_args(self) -> dict[str, Any]:
         o = self.options

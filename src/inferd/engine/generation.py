@@ -108,13 +108,22 @@ class GenerationEngine(Engine):
         """The chat prompt the model was trained on (generation prompt appended)."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
-    def check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        """The max_tokens to use: raises a clear 400 when the prompt or budget exceeds the context."""
+    def check_prompt(self, ids: Sequence[int], max_tokens: int | None, param: str = "messages") -> int:
+        """The max_tokens to use for a prompt of token ``ids``; a clear 400 (never a failed batch
+        later) for an empty prompt, token ids outside the vocabulary, or a prompt or budget past
+        the context."""
+        if not ids:
+            raise InvalidRequest("the prompt is empty (0 tokens)", param=param)
+        vocab = len(self.tokenizer)
+        if max(ids) >= vocab or min(ids) < 0:
+            bad = max(ids) if max(ids) >= vocab else min(ids)
+            raise InvalidRequest(f"the prompt has token id {bad}; this model's vocabulary has {vocab}", param=param)
+        prompt_tokens = len(ids)
         room = self.context_length - prompt_tokens
         if room <= 0:
             raise InvalidRequest(
                 f"the prompt is {prompt_tokens} tokens; this model's context is {self.context_length} tokens",
-                param="messages",
+                param=param,
             )
         if max_tokens is None:
             return room

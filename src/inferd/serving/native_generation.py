@@ -22,7 +22,7 @@ def start_native(service: GenerationService, body: TextGenerationIn, ref: ModelR
         raise InvalidRequest(f"response_format {fmt!r} is not supported yet; only 'text'", param="response_format")
     ref, engine = service.engine_of(ref)
     ids = engine.encode(body.input, special=True)
-    max_tokens = engine.check_length(len(ids), body.max_new_tokens)
+    max_tokens = engine.check_prompt(ids, body.max_new_tokens, "input")
     params = common_params(body, max_tokens, n=body.num_responses, stream=body.stream,
                            logprobs=0 if body.stream else None)
     return service.run(ref, engine, [ids], params, ctx)

@@ -68,7 +68,7 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
     else:
         text = engine.apply_chat_template(messages, **kwargs)
         ids = engine.encode(text, special=False)
-    max_tokens = engine.check_length(len(ids), body.max_completion_tokens or body.max_tokens)
+    max_tokens = engine.check_prompt(ids, body.max_completion_tokens or body.max_tokens)
     params = common_params(
         body, max_tokens, n=body.n or 1, stream=body.stream,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from inferd.engine.generation import TokenLogprob
+from inferd.errors import InvalidRequest
 from inferd.protocol.openai import CompletionRequest
 from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, reject_structured
@@ -18,7 +19,9 @@ from inferd.serving.generation import GenerationService, Run, closing_chunks, co
 
 def _prompts(body: CompletionRequest) -> list[str | list[int]]:
     prompt = body.prompt
-    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+    if not prompt and not isinstance(prompt, str):
+        raise InvalidRequest("prompt must not be an empty list", param="prompt")
+    if isinstance(prompt, str) or isinstance(prompt[0], int):
         return [prompt]
     return list(prompt)
 
@@ -45,7 +48,7 @@ async def start_completion(service: GenerationService, body: CompletionRequest, 
     reject_structured(body)
     ref, engine = service.engine(body.model)
     prompts = [engine.encode(p, special=True) if isinstance(p, str) else list(p) for p in _prompts(body)]
-    max_tokens = min(engine.check_length(len(p), body.max_tokens) for p in prompts)
+    max_tokens = min(engine.check_prompt(p, body.max_tokens, "prompt") for p in prompts)
     want = body.logprobs
     params = common_params(body, max_tokens, n=body.n or 1, stream=body.stream, logprobs=want,
                            prompt_logprobs=want if (body.echo and want is not None) else None)
