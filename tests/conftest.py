@@ -148,3 +148,25 @@ def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(minilm_path, tmp_path_factory) -> Path:
+    """A tiny random-weight BERT cross-encoder (one label) with MiniLM's tokenizer."""
+    return build_tiny_cross_encoder(minilm_path, tmp_path_factory.mktemp("tiny-ce"))
+
+
+def build_tiny_cross_encoder(tokenizer_dir: Path, out: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(2, hidden // 64),
+        intermediate_size=hidden * 2 if hidden < 64 else hidden * 4, max_position_embeddings=512, type_vocab_size=2,
+        num_labels=1,
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

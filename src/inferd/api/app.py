@@ -12,7 +12,7 @@ from inferd import __version__
 from inferd.accounts.db import Database
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import inference, infinity, openai, system
+from inferd.api import cohere, inference, infinity, openai, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
@@ -20,6 +20,7 @@ from inferd.catalog import Catalog, load_catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
+from inferd.serving.rerank import RerankService
 from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
 from inferd.settings import Settings
@@ -45,6 +46,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         pool=pool,
         embeddings=EmbeddingService(pool, meter, settings),
         generation=GenerationService(pool, meter),
+        rerank=RerankService(pool, meter, settings),
     )
 
 
@@ -87,6 +89,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     app.include_router(openai.router, prefix="/v1/openai")
     app.include_router(openai.router, prefix="/v1", include_in_schema=False)
     app.include_router(inference.router)
+    app.include_router(cohere.router)
     prefix = settings.infinity_prefix.rstrip("/")
     app.include_router(infinity.router, prefix=prefix)
     if prefix:

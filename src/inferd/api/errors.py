@@ -2,8 +2,9 @@
 
     OpenAI / Infinity   {"error": {"message", "type", "param", "code"}}
     native inference    {"error": "message"}
+    Cohere              {"message": "message"}
     validation (422)    FastAPI's {"detail": [...]} on native and Infinity routes; the
-                        OpenAI surface answers 400 in its own shape, as OpenAI does.
+                        OpenAI and Cohere surfaces answer 400 in their own shape, as they do.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferd.api.responses import FastJSONResponse
-from inferd.api.routing import NATIVE, OPENAI, dialect_of
+from inferd.api.routing import COHERE, NATIVE, OPENAI, dialect_of
 from inferd.errors import InferdError
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ def error_response(
     param: str | None = None,
     retry_after: float | None = None,
 ) -> Response:
-    if dialect_of(request.scope) == NATIVE:
+    dialect = dialect_of(request.scope)
+    if dialect == NATIVE:
         body: dict = {"error": message}
+    elif dialect == COHERE:
+        body = {"message": message}
     else:
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = {"Retry-After": str(int(max(1, round(retry_after))))} if retry_after is not None else None
@@ -73,7 +77,7 @@ def _describe(errors: list[dict]) -> tuple[str, str | None]:
 
 async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
-    if dialect_of(request.scope) != OPENAI:
+    if dialect_of(request.scope) not in (OPENAI, COHERE):
         return FastJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
     message, param = _describe(errors)
     return error_response(request, 400, message, kind="invalid_request_error", code="invalid_request", param=param)

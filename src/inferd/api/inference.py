@@ -23,10 +23,19 @@ from inferd.catalog import ModelRef, Task
 from inferd.catalog.catalog import split_version
 from inferd.errors import InvalidRequest, UnsupportedInput
 from inferd.api.streaming import sse_response
-from inferd.protocol.inference import EmbeddingsIn, EmbeddingsOut, TextGenerationIn, TextGenerationOut
+from inferd.protocol.inference import (
+    EmbeddingsIn,
+    EmbeddingsOut,
+    RerankerIn,
+    RerankerOut,
+    TextGenerationIn,
+    TextGenerationOut,
+)
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, native_body
 from inferd.serving.native_generation import native_events, native_response, start_native
+from inferd.serving.rerank import RerankQuery
+from inferd.serving.rerank import native_body as rerank_body
 
 router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
 
@@ -97,19 +106,31 @@ async def text_generation(request: Request, payload: dict, ref: ModelRef, ctx: R
     return FastJSONResponse(await cancellable(request, native_response(run)))
 
 
+async def reranker(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    for key in ("queries", "documents"):
+        if key in payload and not isinstance(payload[key], list):
+            payload[key] = _as_list(payload[key])
+    body: RerankerIn = _validated(RerankerIn, payload)
+    query = RerankQuery(model=ref.spec.id, version=ref.version.name, documents=body.documents, query=body.query,
+                        queries=body.queries, instruction=body.instruction)
+    result = await cancellable(request, state.rerank.rerank(query, ctx))
+    return FastJSONResponse(rerank_body(result, ctx))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
+    Task.RERANKER: reranker,
 }
 
 _OPENAPI = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"oneOf": [EmbeddingsIn.model_json_schema(), TextGenerationIn.model_json_schema()]}},
+            "application/json": {"schema": {"oneOf": [m.model_json_schema() for m in (EmbeddingsIn, TextGenerationIn, RerankerIn)]}},
             "multipart/form-data": {"schema": {"type": "object"}},
         }
     },
-    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [EmbeddingsOut.model_json_schema(), TextGenerationOut.model_json_schema()]}}}}},
+    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [m.model_json_schema() for m in (EmbeddingsOut, TextGenerationOut, RerankerOut)]}}}}},
 }
 
 

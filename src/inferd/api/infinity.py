@@ -1,4 +1,4 @@
-"""Infinity's API: /embeddings and /models under a configurable prefix (the root by default)."""
+"""Infinity's API: /embeddings, /rerank and /models under a configurable prefix (the root by default)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import INFINITY, dialect_route
 from inferd.api.state import AppState, app_state
 from inferd.errors import UnsupportedInput
-from inferd.protocol.infinity import InfinityEmbeddingRequest, InfinityModelList
+from inferd.protocol.infinity import (
+    InfinityEmbeddingRequest,
+    InfinityModelList,
+    InfinityRerankRequest,
+    InfinityRerankResponse,
+)
 from inferd.protocol.openai import EmbeddingResponse
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, infinity_body
 from inferd.serving.models import health, infinity_models
+from inferd.serving.rerank import RerankQuery
+from inferd.serving.rerank import infinity_body as rerank_body
 
 router = APIRouter(route_class=dialect_route(INFINITY), tags=["Infinity"])
 
@@ -32,6 +39,20 @@ async def embeddings(
     query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
     result = await cancellable(request, state.embeddings.embed(query, ctx))
     return FastJSONResponse(infinity_body(result, body.encoding_format, ctx))
+
+
+@router.post("/rerank", response_model=InfinityRerankResponse, response_class=FastJSONResponse)
+async def rerank(
+    body: InfinityRerankRequest,
+    request: Request,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    query = RerankQuery(model=body.model, documents=body.documents, query=body.query)
+    result = await cancellable(request, state.rerank.rerank(query, ctx))
+    return FastJSONResponse(
+        rerank_body(result, body.documents, body.top_n, body.return_documents, body.raw_scores, body.model)
+    )
 
 
 @router.get("/models", response_model=InfinityModelList, response_class=FastJSONResponse)

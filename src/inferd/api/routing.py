@@ -7,6 +7,7 @@ from fastapi.routing import APIRoute
 OPENAI = "openai"
 NATIVE = "native"
 INFINITY = "infinity"
+COHERE = "cohere"
 PLATFORM = "platform"
 
 

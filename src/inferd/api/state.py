@@ -14,6 +14,7 @@ from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
+from inferd.serving.rerank import RerankService
 from inferd.settings import Settings
 
 
@@ -28,6 +29,7 @@ class AppState:
     pool: ModelPool
     embeddings: EmbeddingService
     generation: GenerationService
+    rerank: RerankService
 
 
 async def app_state(request: Request) -> AppState:

@@ -11,6 +11,9 @@ from inferd.backends.base import Backend
 
 REGISTRY: dict[str, str] = {
     "sentence-transformers": "inferd.backends.sentence_transformers:SentenceTransformerBackend",
+    "cross-encoder": "inferd.backends.cross_encoder:CrossEncoderBackend",
+    "lm-judge": "inferd.backends.lm_judge:LMJudgeBackend",
+    "bi-encoder": "inferd.backends.bi_encoder:BiEncoderBackend",
     "transformers": "inferd.backends.transformers_lm:TransformersLMBackend",
     "vllm": "inferd.backends.vllm:VLLMBackend",
 }

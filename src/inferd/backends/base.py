@@ -9,11 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from inferd.catalog.sources import resolve_source
 from inferd.catalog.spec import ModelSpec
 
-EncoderInput = str | Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class RerankPair:
+    """One (query, document) pair for a reranker, with the judge's instruction if any."""
+
+    query: str
+    document: str
+    instruction: str | None = None
+
+
+EncoderInput = str | Sequence[int] | RerankPair
 
 
 @dataclass(slots=True)
@@ -57,7 +69,7 @@ class Backend(ABC):
 
 
 class EncoderBackend(Backend):
-    """Text in, one vector out: embedding models (and bi-encoder rerankers later)."""
+    """An input in, one vector out, batched by the encoder engine: embedding models, rerankers."""
 
     context_length: int
     dimensions: int
@@ -71,3 +83,41 @@ class EncoderBackend(Backend):
     @abstractmethod
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """A batch of token id lists -> float32 array [len(batch), dimensions]."""
+
+    def probe_input(self) -> EncoderInput:
+        """A long-ish input the engine tokenises to warm the model up and measure its cost."""
+        return "hello " * 64
+
+
+class RerankBackend(EncoderBackend):
+    """A reranker on the encoder engine. ``scoring`` says what the engine's rows are:
+
+    * ``"pairs"`` (cross-encoders, LM judges): inputs are ``RerankPair``s, each row one raw
+      score (a logit: log-odds of relevance);
+    * ``"cosine"`` (bi-encoders): inputs are texts, rows are embeddings; the raw score of a
+      pair is the cosine of its query's and document's embeddings.
+
+    ``to_unit`` maps raw scores to relevance in [0, 1].
+    """
+
+    scoring: str = "pairs"
+    dimensions = 1  # pair scorers: one raw score a row
+    normalizes = False
+
+    def to_unit(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores -> relevance in [0, 1]; for logits (log-odds of relevance), the sigmoid."""
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def probe_input(self) -> EncoderInput:
+        return RerankPair("hello", "hello " * 64) if self.scoring == "pairs" else "hello " * 64
+
+
+def right_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (input_ids, attention_mask), both [len(batch), longest] int64."""
+    width = max(len(ids) for ids in batch)
+    input_ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = ids
+        mask[row, : len(ids)] = 1
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)

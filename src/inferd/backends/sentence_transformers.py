@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized
+from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, right_pad
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,7 @@ class SentenceTransformerBackend(EncoderBackend):
         return embeddings.float().numpy()
 
     def _pad(self, batch: Sequence[Sequence[int]]):
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+        return right_pad(batch, self._pad_id)
 
     def close(self) -> None:
         self.model = None

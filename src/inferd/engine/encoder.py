@@ -146,7 +146,7 @@ class EncoderEngine(Engine):
 
     def _calibrate(self) -> CostCurve:
         """Warm the model up and measure what a forward pass costs by size (see ``calibrate``)."""
-        probe = self.backend.tokenize(["hello " * 64])[0].ids
+        probe = self.backend.tokenize([self.backend.probe_input()])[0].ids
         length = min(16, self.backend.context_length)
 
         def run(count: int, tokens: int) -> float:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from inferd.backends import backend_class
-from inferd.backends.base import EncoderBackend
+from inferd.backends.base import EncoderBackend, RerankBackend
 from inferd.catalog import Catalog, ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncoderEngine
@@ -34,6 +34,9 @@ class _Unloadable(Engine):
         pass
 
 
+_ENCODER_TASKS = (Task.EMBEDDINGS, Task.RERANKER)
+
+
 def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
     """The engine for one catalog version; never raises (failures become FAILED engines)."""
     try:
@@ -41,12 +44,13 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             ref.spec,
             ref.version.source,
             dict(ref.spec.options),
-            threads=settings.threads_per_worker() if ref.spec.task is Task.EMBEDDINGS else settings.torch_threads,
+            threads=settings.threads_per_worker() if ref.spec.task in _ENCODER_TASKS else settings.torch_threads,
             cache_dir=settings.resolved_cache_dir(),
         )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
         return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
-    if isinstance(backend, EncoderBackend) and ref.spec.task is Task.EMBEDDINGS:
+    encodes = ref.spec.task is Task.EMBEDDINGS or (ref.spec.task is Task.RERANKER and isinstance(backend, RerankBackend))
+    if isinstance(backend, EncoderBackend) and encodes:
         return EncoderEngine(
             ref,
             backend,

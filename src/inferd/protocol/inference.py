@@ -31,6 +31,21 @@ class EmbeddingsOut(WireModel):
     inference_status: InferenceStatus
 
 
+class RerankerIn(WireModel):
+    queries: list[StrictStr] | None = Field(None, description="one query per document (or a single query)")
+    query: StrictStr | None = Field(None, description="one query for every document")
+    documents: list[StrictStr] = Field(description="the documents to score against the query")
+    instruction: StrictStr | None = Field(None, description="the judge's instruction (LM-judge rerankers only)")
+    webhook: str | None = None
+
+
+class RerankerOut(WireModel):
+    scores: list[float] = Field(description="relevance in [0, 1], in the documents' order")
+    input_tokens: int
+    request_id: str
+    inference_status: InferenceStatus
+
+
 class TextGenerationIn(WireModel):
     input: StrictStr = Field(description="the prompt, sent as is (no chat template)")
     stream: bool = False

@@ -31,3 +31,28 @@ class InfinityModel(WireModel):
 class InfinityModelList(WireModel):
     object: Literal["list"] = "list"
     data: list[InfinityModel]
+
+
+class InfinityRerankRequest(WireModel):
+    query: StrictStr
+    documents: list[StrictStr]
+    model: StrictStr = "default/not-specified"
+    top_n: Annotated[StrictInt, Field(ge=1)] | None = None
+    return_documents: bool = False
+    raw_scores: bool = Field(False, description="the model's raw scores (logits, cosines) instead of [0, 1]")
+    user: str | None = None
+
+
+class InfinityRerankResult(WireModel):
+    relevance_score: float
+    index: int
+    document: str | None = None
+
+
+class InfinityRerankResponse(WireModel):
+    object: Literal["rerank"] = "rerank"
+    results: list[InfinityRerankResult]
+    model: str
+    usage: dict[str, int]
+    id: str
+    created: int
