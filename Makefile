@@ -56,6 +56,7 @@ $(PEERS)/vllm/.installed:
 bench: setup bench-peers
 	$(BIN)/python benchmarks/embeddings.py
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/rerank.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache

@@ -150,3 +150,31 @@ async def test_long_documents_are_cut_not_refused(rr):
     r = await rr.client.post("/rerank", json={"model": "ce", "query": QUERY, "documents": ["word " * 2000, DOCS[1]]})
     assert r.status_code == 200 and len(r.json()["results"]) == 2
 
+
+
+@pytest.fixture(scope="module")
+async def default_reranker(tmp_path_factory):
+    from inferd.catalog import Task, load_catalog
+
+    catalog = Catalog([spec for spec in load_catalog() if spec.task is Task.RERANKER])
+    assert len(catalog) == 1
+    async for h in start_app(make_settings(tmp_path_factory.mktemp("default-rr")), catalog):
+        yield h
+
+
+FACTS = [
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What is the boiling point of water?", "Water boils at 100 degrees Celsius at sea level."),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+]
+
+
+async def test_the_default_catalog_reranker_puts_the_answer_first(default_reranker):
+    documents = [answer for _, answer in FACTS] + ["The stock market fell on Tuesday.", "Cats sleep a lot."]
+    for question, answer in FACTS:
+        r = await default_reranker.client.post("/rerank", json={"model": "default", "query": question,
+                                                                  "documents": documents[::-1]})
+        assert r.status_code == 200, r.text
+        top = r.json()["results"][0]
+        assert documents[::-1][top["index"]] == answer, (question, r.json())
