@@ -99,6 +99,7 @@ class TransformersLMBackend(Backend):
         wanted = self.spec.limits.context_length
         self.context_length = int(min(own, wanted) if wanted else own)
         self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
+        self.vocab_size = int(getattr(config, "vocab_size", 0) or len(self.tokenizer))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         log.info("loaded %s (%s, context %d tokens, eos %s)", self.spec.id, dtype, self.context_length,
                  sorted(self.eos_token_ids))

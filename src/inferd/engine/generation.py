@@ -9,12 +9,14 @@ of the output (detokenising, stop strings, logprob token strings) so they answer
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.engine.base import Engine
+from inferd.engine.grammar import Constraint, compile_constraint
 from inferd.errors import InvalidRequest
 
 
@@ -37,6 +39,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None  # the same for the prompt's tokens (completions echo)
     ignore_eos: bool = False
     stream: bool = False  # whether deltas are wanted as they come (else once, at the end)
+    constraint: Constraint | None = None  # structured output (engine/grammar.py)
 
     @property
     def greedy(self) -> bool:
@@ -107,6 +110,10 @@ class GenerationEngine(Engine):
     def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         """The chat prompt the model was trained on (generation prompt appended)."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+
+    async def prepare(self, constraint: Constraint) -> None:
+        """Compile a structured-output constraint off the event loop (cached; a bad schema -> 400)."""
+        await asyncio.to_thread(compile_constraint, constraint)
 
     def check_prompt(self, ids: Sequence[int], max_tokens: int | None, param: str = "messages") -> int:
         """The max_tokens to use for a prompt of token ``ids``; a clear 400 (never a failed batch

@@ -32,6 +32,7 @@ import torch
 from inferd.catalog import ModelRef
 from inferd.engine.base import EngineObserver, EngineState, NullObserver
 from inferd.engine.detokenize import TextStream
+from inferd.engine.grammar import Constraint, GrammarFactory, allowed_tokens
 from inferd.engine.generation import (
     GenerationEngine,
     GenerationRequest,
@@ -42,6 +43,9 @@ from inferd.engine.sampling import SampleRow, new_generator, sample, top_logprob
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
+
+_GROWTH = 8  # a bound on how much a closing plan grows per generated token (see _allowed):
+# opening an object whose schema requires keys adds them all to the plan at once
 
 
 class _Request:
@@ -58,9 +62,9 @@ class _Request:
 
 class _Seq:
     __slots__ = ("req", "index", "row", "text", "next_token", "pending_ids", "pending_logprobs", "first",
-                 "finish_reason", "prompt_logprobs")
+                 "finish_reason", "prompt_logprobs", "matcher", "forced", "plan_length", "plan_at")
 
-    def __init__(self, req: _Request, index: int, tokenizer, prompt_logprobs):
+    def __init__(self, req: _Request, index: int, tokenizer, prompt_logprobs, matcher=None):
         params = req.request.params
         self.req = req
         self.index = index
@@ -73,6 +77,10 @@ class _Seq:
         self.first = True
         self.finish_reason: str | None = None
         self.prompt_logprobs = prompt_logprobs
+        self.matcher = matcher  # llguidance LLMatcher when the output must match a grammar
+        self.forced: list[int] = []  # the closing plan being forced, once the budget requires it
+        self.plan_length = 0  # tokens the last closing plan took
+        self.plan_at = -1  # how many tokens had been generated when it was made (-1: not yet)
 
 
 class BatchGenerationEngine(GenerationEngine):
@@ -87,6 +95,8 @@ class BatchGenerationEngine(GenerationEngine):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._running: list[_Seq] = []
+        self._grammars: GrammarFactory | None = None
+        self._grammar_lock = threading.Lock()
 
     # --- lifecycle
 
@@ -122,6 +132,21 @@ class BatchGenerationEngine(GenerationEngine):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "waiting": len(self._waiting), "running": len(self._running)}
+
+    def grammars(self) -> GrammarFactory:
+        """The llguidance tokenizer for this model, built on first use (~1 s; call off the loop)."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                self._grammars = GrammarFactory(self.tokenizer, self.backend.vocab_size, self.eos_token_ids)
+            return self._grammars
+
+    async def prepare(self, constraint: Constraint) -> None:
+        await super().prepare(constraint)
+        await asyncio.to_thread(self.grammars)
+
+    def _matcher(self, req: _Request):
+        constraint = req.request.params.constraint
+        return None if constraint is None else self.grammars().matcher(constraint)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per model, lives as long as the server
     def token_text(self, token_id: int) -> str:
@@ -212,7 +237,10 @@ class BatchGenerationEngine(GenerationEngine):
         if not seqs:
             return batch
         logits = torch.cat(parts) if len(parts) > 1 else parts[0]
-        # 4. sample, detokenise, stop
+        # 4. grammar masks, sample, detokenise, stop
+        for seq in seqs:
+            if seq.matcher is not None:
+                seq.row.allowed = self._allowed(seq, logits.shape[-1])
         tokens, logprobs = sample(logits, [s.row for s in seqs], self.token_text)
         out: dict[int, tuple[_Request, list[SequenceDelta]]] = {}
         keep = []
@@ -247,16 +275,36 @@ class BatchGenerationEngine(GenerationEngine):
                     ids = req.request.prompt_ids
                     rows = logits[r, width - len(ids): width - 1].log_softmax(-1)
                     prompt_lp = [None, *top_logprobs(rows, ids[1:], [k] * (len(ids) - 1), self.token_text)]
-                req.seqs = [_Seq(req, j, self._rust, prompt_lp) for j in range(req.request.params.n)]
+                req.seqs = [_Seq(req, j, self._rust, prompt_lp, self._matcher(req)) for j in range(req.request.params.n)]
             logits = logits[:, -1, :]
         else:
             for req in admitted:
-                req.seqs = [_Seq(req, j, self._rust, None) for j in range(req.request.params.n)]
+                req.seqs = [_Seq(req, j, self._rust, None, self._matcher(req)) for j in range(req.request.params.n)]
         counts = [r.request.params.n for r in admitted]
         if any(c > 1 for c in counts):
             fresh = backend.repeat(fresh, counts)
             logits = logits.repeat_interleave(torch.tensor(counts), dim=0)
         return fresh, logits
+
+    def _allowed(self, seq: _Seq, vocab: int) -> torch.Tensor:
+        """The grammar's mask for this step; once the budget left is just enough to close the
+        structure, the closing plan's next token only."""
+        left = seq.row.params.max_tokens - len(seq.row.output_ids)
+        generated = len(seq.row.output_ids)
+        # The plan grows by at most _GROWTH a token: plan again only when the budget left could
+        # have come within reach of it since the last plan.
+        if not seq.forced and (
+                seq.plan_at < 0 or left <= seq.plan_length + _GROWTH * (generated - seq.plan_at) + _GROWTH):
+            plan = self.grammars().closing_plan(seq.matcher, left)
+            # none within the budget: look again next step, the model may close things itself
+            seq.plan_length, seq.plan_at = (len(plan) if plan is not None else left + 1), generated
+            if plan is not None and len(plan) + _GROWTH >= left:  # one more free token could push it out of reach
+                seq.forced = plan
+        if seq.forced:
+            only = torch.zeros(vocab, dtype=torch.bool)
+            only[seq.forced[0]] = True
+            return only
+        return allowed_tokens(seq.matcher, vocab)
 
     def _advance(self, seq: _Seq, token: int, logprob: TokenLogprob | None) -> None:
         seq.next_token = token
@@ -265,11 +313,18 @@ class BatchGenerationEngine(GenerationEngine):
         if logprob is not None:
             seq.pending_logprobs.append(logprob)
         params = seq.row.params
+        grammar_done = False
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
+            grammar_done = seq.matcher.is_stopped()
+            if seq.forced:
+                seq.forced.pop(0)
+        eos = token in self.eos_token_ids and not params.ignore_eos
         if seq.req.aborted:
             seq.finish_reason = "abort"
-        elif token in self.eos_token_ids and not params.ignore_eos:
+        elif eos:
             seq.finish_reason = "stop"
-        elif seq.text.push(token):
+        elif seq.text.push(token) or grammar_done:  # a grammar's last token is text too
             seq.finish_reason = "stop"
         elif len(seq.row.output_ids) >= params.max_tokens:
             seq.finish_reason = "length"

@@ -1,8 +1,8 @@
 """Per-request sampling on a batch of logits, as vLLM defines each parameter.
 
-Rows of one batch carry their own parameters: greedy rows take the argmax; the others
-apply repetition (prompt and output), presence and frequency (output) penalties,
-temperature, top-k, top-p and min-p, then draw with their own ``torch.Generator`` so a
+Rows of one batch carry their own parameters: a grammar's mask first (structured output),
+then greedy rows take the argmax; the others apply repetition (prompt and output), presence
+and frequency (output) penalties, temperature, top-k, top-p and min-p, then draw with their own ``torch.Generator`` so a
 seed gives the same output whatever else shares the batch. Logprobs are those of the
 model's raw distribution (vLLM's default ``raw_logprobs``), with the top ``k`` alternatives.
 """
@@ -25,6 +25,7 @@ class SampleRow:
     generator: torch.Generator
     prompt_ids: list[int]
     output_ids: list[int] = field(default_factory=list)
+    allowed: torch.Tensor | None = None  # bool [V]: the tokens a grammar lets come next (this step)
 
     @property
     def penalised(self) -> bool:
@@ -108,11 +109,13 @@ def sample(
     raw_logprobs = logits[wants].log_softmax(-1) if wants else None
 
     x = logits
-    if any(row.penalised for row in rows):
+    if any(row.penalised or row.allowed is not None for row in rows):
         x = logits.clone()
         for r, row in enumerate(rows):
             if row.penalised:
                 _penalise(x[r], row)
+            if row.allowed is not None:
+                x[r].masked_fill_(~row.allowed, float("-inf"))
 
     chosen = x.argmax(-1).tolist()  # greedy rows keep this
     drawn = [r for r, row in enumerate(rows) if not row.params.greedy]

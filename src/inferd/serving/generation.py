@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SamplingParams, SequenceDelta, TokenLogprob
+from inferd.engine.grammar import Constraint
 from inferd.engine.pool import ModelPool
 from inferd.errors import InvalidRequest
+from inferd.protocol.openai import ResponseFormat
 from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter
 
@@ -78,6 +80,8 @@ class Run:
             await self._iterating.aclose()
 
     async def _iterate(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
+        if self.params.constraint is not None:  # compiles off the loop, cached; a bad schema is a 400
+            await self.engine.prepare(self.params.constraint)
         with self._meter.track(self.ctx, self.ref) as metered:
             streams = self._streams()
             source = _tagged(streams[0], 0) if len(streams) == 1 else _merged(streams)
@@ -198,10 +202,29 @@ def common_params(body, max_tokens: int, **extra) -> SamplingParams:
     )
 
 
-def reject_structured(body) -> None:
-    """Structured output and tools are not served yet: say so instead of ignoring them."""
-    fmt = getattr(body, "response_format", None)
-    if fmt is not None and fmt.type != "text":
-        raise InvalidRequest(f"response_format {fmt.type!r} is not supported yet; only 'text'", param="response_format")
+def constraint_of(body) -> Constraint | None:
+    """The structured-output constraint a request asks for (``response_format``), if any.
+    Tools are not served yet: say so instead of ignoring them."""
     if getattr(body, "tools", None) and getattr(body, "tool_choice", None) != "none":
         raise InvalidRequest("tools are not supported yet", param="tools")
+    fmt = getattr(body, "response_format", None)
+    if isinstance(fmt, dict):  # the native route takes it as a plain object
+        try:
+            fmt = ResponseFormat.model_validate(fmt)
+        except ValueError:
+            raise InvalidRequest("response_format.type must be text, json_object, json_schema or regex",
+                                 param="response_format") from None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return Constraint.json_object()
+    if fmt.type == "regex":
+        if not fmt.regex:
+            raise InvalidRequest("response_format of type regex needs `regex`", param="response_format")
+        return Constraint.regex(fmt.regex)
+    spec = fmt.json_schema or {}
+    schema = spec.get("schema", spec.get("schema_"))
+    if not isinstance(schema, dict):
+        raise InvalidRequest("response_format of type json_schema needs `json_schema.schema`, an object",
+                             param="response_format")
+    return Constraint.json_schema(schema)

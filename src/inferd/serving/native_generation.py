@@ -10,21 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from inferd.catalog import ModelRef
-from inferd.errors import InvalidRequest
 from inferd.protocol.inference import TextGenerationIn
 from inferd.serving.context import RequestContext
-from inferd.serving.generation import GenerationService, Run, common_params
+from inferd.serving.generation import GenerationService, Run, common_params, constraint_of
 
 
 def start_native(service: GenerationService, body: TextGenerationIn, ref: ModelRef, ctx: RequestContext) -> Run:
-    fmt = (body.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise InvalidRequest(f"response_format {fmt!r} is not supported yet; only 'text'", param="response_format")
+    constraint = constraint_of(body)
     ref, engine = service.engine_of(ref)
     ids = engine.encode(body.input, special=True)
     max_tokens = engine.check_prompt(ids, body.max_new_tokens, "input")
     params = common_params(body, max_tokens, n=body.num_responses, stream=body.stream,
-                           logprobs=0 if body.stream else None)
+                           logprobs=0 if body.stream else None, constraint=constraint)
     return service.run(ref, engine, [ids], params, ctx)
 
 

@@ -16,7 +16,7 @@ from inferd.engine.generation import TokenLogprob
 from inferd.errors import UnsupportedInput
 from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
 from inferd.serving.context import RequestContext
-from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, reject_structured
+from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
 
 _TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
 
@@ -58,7 +58,7 @@ def chat_logprobs(items: list[TokenLogprob] | None) -> dict | None:
 
 
 async def start_chat(service: GenerationService, body: ChatCompletionRequest, ctx: RequestContext) -> Run:
-    reject_structured(body)
+    constraint = constraint_of(body)
     ref, engine = service.engine(body.model)
     messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
     kwargs = body.chat_template_kwargs or {}
@@ -71,7 +71,7 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
     max_tokens = engine.check_prompt(ids, body.max_completion_tokens or body.max_tokens)
     params = common_params(
         body, max_tokens, n=body.n or 1, stream=body.stream,
-        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None, constraint=constraint,
     )
     return service.run(ref, engine, [ids], params, ctx)
 

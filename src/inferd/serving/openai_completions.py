@@ -14,7 +14,7 @@ from inferd.engine.generation import TokenLogprob
 from inferd.errors import InvalidRequest
 from inferd.protocol.openai import CompletionRequest
 from inferd.serving.context import RequestContext
-from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, reject_structured
+from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
 
 
 def _prompts(body: CompletionRequest) -> list[str | list[int]]:
@@ -45,13 +45,13 @@ class LegacyLogprobs:
 
 
 async def start_completion(service: GenerationService, body: CompletionRequest, ctx: RequestContext) -> Run:
-    reject_structured(body)
+    constraint = constraint_of(body)
     ref, engine = service.engine(body.model)
     prompts = [engine.encode(p, special=True) if isinstance(p, str) else list(p) for p in _prompts(body)]
     max_tokens = min(engine.check_prompt(p, body.max_tokens, "prompt") for p in prompts)
     want = body.logprobs
     params = common_params(body, max_tokens, n=body.n or 1, stream=body.stream, logprobs=want,
-                           prompt_logprobs=want if (body.echo and want is not None) else None)
+                           prompt_logprobs=want if (body.echo and want is not None) else None, constraint=constraint)
     return service.run(ref, engine, prompts, params, ctx)
 
 

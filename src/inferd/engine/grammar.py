@@ -1,0 +1,146 @@
+"""Structured output: grammars that constrain decoding token by token (llguidance).
+
+The serving layer turns ``response_format`` into a ``Constraint`` (JSON object, JSON schema
+or regex). ``compile_constraint`` builds its llguidance grammar and checks it; the result is
+cached by the constraint's text, so a schema compiles once however many requests use it. A
+schema or regex llguidance rejects is a 400 that names the problem.
+
+The transformers runtime keeps one ``LLMatcher`` per sequence: before sampling, the matcher's
+token mask sets every token the grammar cannot take next to -inf; after sampling, the token
+is consumed. It also keeps the answer valid within the token budget: it plans the shortest
+way to close what is open (``GrammarFactory.closing_plan``) and, when the budget left is just
+enough for that plan, forces it token by token, so even a model that would nest forever
+returns JSON that parses. Only when the closing itself cannot fit does a sequence end with
+``length`` (its text as it is). The vLLM runtime hands the same constraint to vLLM's own
+structured outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from inferd.errors import InvalidRequest
+
+_JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: no runs of blank space to wander in
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """What the output must match. ``kind``: "json_object" | "json_schema" | "regex"."""
+
+    kind: str
+    source: str = ""  # the schema as canonical JSON, or the regex
+
+    @classmethod
+    def json_object(cls) -> Constraint:
+        return cls("json_object")
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any]) -> Constraint:
+        return cls("json_schema", json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+    @classmethod
+    def regex(cls, pattern: str) -> Constraint:
+        return cls("regex", pattern)
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        if self.kind == "json_object":
+            return {"type": "object"}
+        return json.loads(self.source) if self.kind == "json_schema" else None
+
+
+@functools.lru_cache(maxsize=512)
+def compile_constraint(constraint: Constraint) -> str:
+    """The llguidance grammar for a constraint; raises InvalidRequest naming the problem."""
+    from llguidance import LLMatcher
+
+    param = "response_format"
+    try:
+        if constraint.kind == "regex":
+            grammar = LLMatcher.grammar_from_regex(constraint.source)
+        else:
+            grammar = LLMatcher.grammar_from_json_schema(constraint.schema, defaults=_JSON_OPTIONS)
+    except ValueError as exc:
+        raise InvalidRequest(f"the {constraint.kind} cannot be compiled: {exc}", param=param) from None
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed:
+        raise InvalidRequest(f"the {constraint.kind} cannot be used: {messages[0]}", param=param)
+    return grammar
+
+
+# Closing a structure as soon as possible: at each step of a closing plan, the first of these a
+# grammar allows (closers and the comma that ends a number first, then the shortest values,
+# then what opens), else the longest
+# allowed token (in a key or an enum value that completes it soonest).
+_CLOSING_PREFERENCE = ('"', "}", "]", ",", "0", "null", "false", "true", "a", ":", "[", "{", " ")
+
+
+class GrammarFactory:
+    """Matchers for one tokenizer (building the llguidance tokenizer takes ~1 s: once per model)."""
+
+    def __init__(self, hf_tokenizer, vocab_size: int, eos_token_ids):
+        from llguidance.hf import from_tokenizer
+
+        self.vocab_size = vocab_size
+        self.eos = sorted(eos_token_ids)[0]
+        self.tokenizer = from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=self.eos)
+        import torch
+
+        pieces = hf_tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(hf_tokenizer)))))
+        lengths = [len(p) if p else 0 for p in pieces] + [0] * (vocab_size - len(pieces))
+        self._lengths = torch.tensor(lengths)
+        self._preference = []
+        for text in _CLOSING_PREFERENCE:
+            ids = hf_tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) == 1:
+                self._preference.append(ids[0])
+
+    def closing_plan(self, matcher, limit: int) -> list[int] | None:
+        """Tokens that take the matcher from where it is to a complete match (ending with EOS
+        when the grammar could go on), or None if none is found within ``limit`` tokens."""
+        m = matcher.deep_copy()
+        plan: list[int] = []
+        while len(plan) <= limit:
+            if m.is_stopped():
+                return plan
+            if m.is_accepting():
+                return plan + [self.eos]
+            step = m.compute_ff_tokens()  # what the grammar forces (a required key, say)
+            if not step:
+                allowed = allowed_tokens(m, self.vocab_size)
+                token = next((t for t in self._preference if allowed[t]), None)
+                if token is None:  # a key or a value from a list: the longest piece gets there first
+                    candidates = allowed.nonzero().flatten()
+                    if not len(candidates):
+                        return None
+                    token = int(candidates[self._lengths[candidates].argmax()])
+                step = [token]
+            if not m.consume_tokens(step):
+                return None
+            plan += step
+        return None
+
+    def matcher(self, constraint: Constraint):
+        from llguidance import LLMatcher
+
+        matcher = LLMatcher(self.tokenizer, compile_constraint(constraint), log_level=0)
+        if matcher.is_error():
+            raise InvalidRequest(f"the {constraint.kind} cannot be used: {matcher.get_error()}",
+                                 param="response_format")
+        return matcher
+
+
+def allowed_tokens(matcher, vocab_size: int):
+    """The matcher's next-token mask as a bool tensor [vocab_size] (plain torch, no compile):
+    bit j of 32-bit word i says whether token 32 i + j may come next."""
+    import torch
+
+    words = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.int32)
+    bits = ((words.unsqueeze(1) >> torch.arange(32, dtype=torch.int32)) & 1).flatten().bool()
+    if bits.numel() < vocab_size:  # the model's vocabulary is padded past the tokenizer's
+        bits = torch.cat([bits, torch.zeros(vocab_size - bits.numel(), dtype=torch.bool)])
+    return bits[:vocab_size]
