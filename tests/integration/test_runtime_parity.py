@@ -85,3 +85,36 @@ async def test_same_native_stream(both):
 
     t, v = (json.loads(texts[m][6:]) for m in ("on-transformers", "on-vllm"))
     assert t["generated_text"] == v["generated_text"] and t["details"]["finish_reason"] == v["details"]["finish_reason"]
+
+
+CITY = {"type": "object", "properties": {"country": {"type": "string", "maxLength": 40},
+                                         "capital": {"type": "string", "maxLength": 40}},
+        "required": ["country", "capital"], "additionalProperties": False}
+
+
+async def test_structured_output_on_both_runtimes(both):
+    import asyncio
+    import json
+
+    import jsonschema
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY, "strict": True}}
+    for model in ("on-transformers", "on-vllm"):
+        r = await both.client.post("/v1/openai/chat/completions", json={
+            "model": model, "messages": QUESTION, "temperature": 0, "max_tokens": 80, "response_format": fmt})
+        assert r.status_code == 200, r.text
+        answer = json.loads(r.json()["choices"][0]["message"]["content"])
+        jsonschema.validate(answer, CITY)
+        assert "Paris" in answer["capital"], (model, answer)
+
+        async def sampled(seed, model=model):
+            r = await both.client.post("/v1/openai/chat/completions", json={
+                "model": model, "messages": QUESTION, "seed": seed, "max_tokens": 120,
+                "response_format": {"type": "json_object"}})
+            return r.json()["choices"][0]
+
+        if model == "on-vllm":
+            continue  # vLLM's own structured outputs do not close within the budget yet (issue 6)
+        for choice in await asyncio.gather(*[sampled(seed) for seed in range(8)]):
+            assert choice["finish_reason"] == "stop", (model, choice)
+            assert isinstance(json.loads(choice["message"]["content"]), dict)

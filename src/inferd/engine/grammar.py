@@ -144,3 +144,54 @@ def allowed_tokens(matcher, vocab_size: int):
     if bits.numel() < vocab_size:  # the model's vocabulary is padded past the tokenizer's
         bits = torch.cat([bits, torch.zeros(vocab_size - bits.numel(), dtype=torch.bool)])
     return bits[:vocab_size]
+
+
+_GROWTH = 8  # a bound on how much a closing plan grows per generated token: opening an object
+# whose schema requires keys adds them all to the plan at once
+
+
+class BudgetedMatcher:
+    """A sequence's matcher that keeps its answer valid within ``max_tokens``.
+
+    ``allowed(generated)`` is the mask for the next token: the grammar's, until the budget
+    left could be needed to close what is open; then the closing plan's tokens, one a step.
+    The plan is made again only when the budget could have come within reach of it (it grows
+    by at most _GROWTH a token), so it costs a few searches per sequence, most near the end.
+    ``consume(token)`` advances it; ``done`` says the grammar has finished.
+    """
+
+    __slots__ = ("factory", "matcher", "max_tokens", "forced", "plan_length", "plan_at")
+
+    def __init__(self, factory: GrammarFactory, constraint: Constraint, max_tokens: int):
+        self.factory = factory
+        self.matcher = factory.matcher(constraint)
+        self.max_tokens = max_tokens
+        self.forced: list[int] = []
+        self.plan_length = 0
+        self.plan_at = -1  # tokens generated when the last plan was made (-1: none yet)
+
+    def allowed(self, generated: int, vocab: int):
+        import torch
+
+        left = self.max_tokens - generated
+        if not self.forced and (self.plan_at < 0 or left <= self.plan_length + _GROWTH * (generated - self.plan_at)
+                                + _GROWTH):
+            plan = self.factory.closing_plan(self.matcher, left)
+            # none within the budget: look again next step, the model may close things itself
+            self.plan_length, self.plan_at = (len(plan) if plan is not None else left + 1), generated
+            if plan is not None and len(plan) + _GROWTH >= left:  # one more free token could be too many
+                self.forced = plan
+        if self.forced:
+            only = torch.zeros(vocab, dtype=torch.bool)
+            only[self.forced[0]] = True
+            return only
+        return allowed_tokens(self.matcher, vocab)
+
+    def consume(self, token: int) -> None:
+        self.matcher.consume_token(token)
+        if self.forced:
+            self.forced.pop(0)
+
+    @property
+    def done(self) -> bool:
+        return self.matcher.is_stopped()

@@ -32,7 +32,7 @@ import torch
 from inferd.catalog import ModelRef
 from inferd.engine.base import EngineObserver, EngineState, NullObserver
 from inferd.engine.detokenize import TextStream
-from inferd.engine.grammar import Constraint, GrammarFactory, allowed_tokens
+from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory
 from inferd.engine.generation import (
     GenerationEngine,
     GenerationRequest,
@@ -43,9 +43,6 @@ from inferd.engine.sampling import SampleRow, new_generator, sample, top_logprob
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
-
-_GROWTH = 8  # a bound on how much a closing plan grows per generated token (see _allowed):
-# opening an object whose schema requires keys adds them all to the plan at once
 
 
 class _Request:
@@ -62,7 +59,7 @@ class _Request:
 
 class _Seq:
     __slots__ = ("req", "index", "row", "text", "next_token", "pending_ids", "pending_logprobs", "first",
-                 "finish_reason", "prompt_logprobs", "matcher", "forced", "plan_length", "plan_at")
+                 "finish_reason", "prompt_logprobs", "matcher")
 
     def __init__(self, req: _Request, index: int, tokenizer, prompt_logprobs, matcher=None):
         params = req.request.params
@@ -77,10 +74,7 @@ class _Seq:
         self.first = True
         self.finish_reason: str | None = None
         self.prompt_logprobs = prompt_logprobs
-        self.matcher = matcher  # llguidance LLMatcher when the output must match a grammar
-        self.forced: list[int] = []  # the closing plan being forced, once the budget requires it
-        self.plan_length = 0  # tokens the last closing plan took
-        self.plan_at = -1  # how many tokens had been generated when it was made (-1: not yet)
+        self.matcher = matcher  # BudgetedMatcher when the output must match a grammar
 
 
 class BatchGenerationEngine(GenerationEngine):
@@ -146,7 +140,9 @@ class BatchGenerationEngine(GenerationEngine):
 
     def _matcher(self, req: _Request):
         constraint = req.request.params.constraint
-        return None if constraint is None else self.grammars().matcher(constraint)
+        if constraint is None:
+            return None
+        return BudgetedMatcher(self.grammars(), constraint, req.request.params.max_tokens)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per model, lives as long as the server
     def token_text(self, token_id: int) -> str:
@@ -240,7 +236,7 @@ class BatchGenerationEngine(GenerationEngine):
         # 4. grammar masks, sample, detokenise, stop
         for seq in seqs:
             if seq.matcher is not None:
-                seq.row.allowed = self._allowed(seq, logits.shape[-1])
+                seq.row.allowed = seq.matcher.allowed(len(seq.row.output_ids), logits.shape[-1])
         tokens, logprobs = sample(logits, [s.row for s in seqs], self.token_text)
         out: dict[int, tuple[_Request, list[SequenceDelta]]] = {}
         keep = []
@@ -286,26 +282,6 @@ class BatchGenerationEngine(GenerationEngine):
             logits = logits.repeat_interleave(torch.tensor(counts), dim=0)
         return fresh, logits
 
-    def _allowed(self, seq: _Seq, vocab: int) -> torch.Tensor:
-        """The grammar's mask for this step; once the budget left is just enough to close the
-        structure, the closing plan's next token only."""
-        left = seq.row.params.max_tokens - len(seq.row.output_ids)
-        generated = len(seq.row.output_ids)
-        # The plan grows by at most _GROWTH a token: plan again only when the budget left could
-        # have come within reach of it since the last plan.
-        if not seq.forced and (
-                seq.plan_at < 0 or left <= seq.plan_length + _GROWTH * (generated - seq.plan_at) + _GROWTH):
-            plan = self.grammars().closing_plan(seq.matcher, left)
-            # none within the budget: look again next step, the model may close things itself
-            seq.plan_length, seq.plan_at = (len(plan) if plan is not None else left + 1), generated
-            if plan is not None and len(plan) + _GROWTH >= left:  # one more free token could push it out of reach
-                seq.forced = plan
-        if seq.forced:
-            only = torch.zeros(vocab, dtype=torch.bool)
-            only[seq.forced[0]] = True
-            return only
-        return allowed_tokens(seq.matcher, vocab)
-
     def _advance(self, seq: _Seq, token: int, logprob: TokenLogprob | None) -> None:
         seq.next_token = token
         seq.row.output_ids.append(token)
@@ -315,10 +291,8 @@ class BatchGenerationEngine(GenerationEngine):
         params = seq.row.params
         grammar_done = False
         if seq.matcher is not None:
-            seq.matcher.consume_token(token)
-            grammar_done = seq.matcher.is_stopped()
-            if seq.forced:
-                seq.forced.pop(0)
+            seq.matcher.consume(token)
+            grammar_done = seq.matcher.done
         eos = token in self.eos_token_ids and not params.ignore_eos
         if seq.req.aborted:
             seq.finish_reason = "abort"

@@ -1,0 +1,98 @@
+"""response_format through the routes, on the transformers runtime: SmolLM2's real weights
+for answers, a tiny random model for the mechanics (it knows no JSON, so the grammar does all)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import jsonschema
+import pytest
+
+from inferd.catalog.catalog import Catalog
+from inferd.catalog.spec import ModelSpec
+from tests.conftest import make_settings, start_app
+
+CHAT = "/v1/openai/chat/completions"
+CITY = {"type": "object", "properties": {"country": {"type": "string", "maxLength": 40},
+                                         "capital": {"type": "string", "maxLength": 40}},
+        "required": ["country", "capital"], "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+async def app(tmp_path_factory, smollm2_dir, tiny_lm_dir):
+    catalog = Catalog([
+        ModelSpec(id="smol", task="text-generation", backend="transformers", source=str(smollm2_dir)),
+        ModelSpec(id="tiny", task="text-generation", backend="transformers", source=str(tiny_lm_dir),
+                  limits={"context_length": 256}),
+    ])
+    async for h in start_app(make_settings(tmp_path_factory.mktemp("structured")), catalog):
+        yield h
+
+
+def ask(content: str) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+async def test_json_schema_answer_from_smollm2(app):
+    body = {"model": "smol", "messages": ask("What is the capital of France? Answer in JSON."), "max_tokens": 60,
+            "temperature": 0, "response_format": {"type": "json_schema",
+                                                  "json_schema": {"name": "city", "schema": CITY, "strict": True}}}
+    r = await app.client.post(CHAT, json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    answer = json.loads(choice["message"]["content"])
+    jsonschema.validate(answer, CITY)
+    assert "Paris" in answer["capital"] and choice["finish_reason"] == "stop"
+
+
+async def test_json_object_under_concurrency_with_tight_budgets(app):
+    async def one(i):
+        body = {"model": "tiny", "messages": ask(f"data {i}"), "max_tokens": 12 + i % 20, "seed": i,
+                "response_format": {"type": "json_object"}}
+        r = await app.client.post(CHAT, json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    for choice in await asyncio.gather(*[one(i) for i in range(40)]):
+        assert isinstance(json.loads(choice["message"]["content"]), dict) and choice["finish_reason"] == "stop"
+
+
+async def test_streamed_json_schema_parses_when_joined(app):
+    body = {"model": "tiny", "messages": ask("x"), "max_tokens": 40, "seed": 3, "stream": True,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": CITY}}}
+    text = ""
+    async with app.client.stream("POST", CHAT, json=body) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    text += choice["delta"].get("content") or ""
+    jsonschema.validate(json.loads(text), CITY)
+
+
+async def test_regex_on_completions_and_native(app):
+    r = await app.client.post("/v1/openai/completions", json={
+        "model": "tiny", "prompt": "Code:", "max_tokens": 10, "seed": 1,
+        "response_format": {"type": "regex", "regex": r"[A-Z]{3}-\d{4}"}})
+    assert r.status_code == 200, r.text
+    assert re.fullmatch(r"[A-Z]{3}-\d{4}", r.json()["choices"][0]["text"])
+    r = await app.client.post("/v1/inference/tiny", json={"input": "x", "max_new_tokens": 30,
+                                                          "response_format": {"type": "json_object"}})
+    assert r.status_code == 200, r.text
+    assert isinstance(json.loads(r.json()["results"][0]["generated_text"]), dict)
+
+
+async def test_bad_formats_are_400s_that_say_why(app):
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}}
+    r = await app.client.post(CHAT, json={"model": "tiny", "messages": ask("x"), "response_format": bad_schema})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+    r = await app.client.post(CHAT, json={"model": "tiny", "messages": ask("x"), "stream": True,
+                                          "response_format": {"type": "regex", "regex": "(open"}})
+    assert r.status_code == 400 and "regex" in r.json()["error"]["message"]
+    r = await app.client.post(CHAT, json={"model": "tiny", "messages": ask("x"),
+                                          "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})
+    assert r.status_code == 400 and "schema" in r.json()["error"]["message"]
+    r = await app.client.post("/v1/inference/tiny", json={"input": "x", "response_format": {"type": "yaml"}})
+    assert r.status_code == 400
