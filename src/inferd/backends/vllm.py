@@ -74,8 +74,8 @@ class VLLMBackend(Backend):
             "trust_remote_code": bool(o.get("trust_remote_code", False)),
             "seed": int(o.get("seed", 0)),
             "disable_log_stats": True,
-            # llguidance, the library the transformers runtime uses: same grammars on both runtimes
-            "structured_outputs_config": {"backend": str(o.get("structured_outputs_backend", "guidance"))},
+            # structured output: inferd's grammars and budget keeping, inside vLLM's sampler
+            "logits_processors": ["inferd.backends.vllm_grammar:GrammarLogitsProcessor"],
         }
         max_len = o.get("max_model_len") or self.spec.limits.context_length
         if max_len:
@@ -84,17 +84,6 @@ class VLLMBackend(Backend):
 
     def make_engine(self, ref: ModelRef, settings, observer: EngineObserver | None) -> VLLMEngine:
         return VLLMEngine(ref, self, observer)
-
-
-def _structured(constraint):
-    """inferd's constraint as vLLM's structured-outputs request (its llguidance backend)."""
-    if constraint is None:
-        return None
-    from vllm.sampling_params import StructuredOutputsParams
-
-    if constraint.kind == "regex":
-        return StructuredOutputsParams(regex=constraint.source)
-    return StructuredOutputsParams(json=constraint.schema, disable_any_whitespace=True)
 
 
 def _prepare_environment() -> None:
@@ -170,6 +159,8 @@ class VLLMEngine(GenerationEngine):
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        from inferd.backends.vllm_grammar import request_args
+
         try:
             return VLLMSamplingParams(
                 n=params.n,
@@ -188,7 +179,7 @@ class VLLMEngine(GenerationEngine):
                 prompt_logprobs=params.prompt_logprobs,
                 skip_special_tokens=True,
                 output_kind=RequestOutputKind.DELTA if params.stream else RequestOutputKind.FINAL_ONLY,
-                structured_outputs=_structured(params.constraint),
+                extra_args=None if params.constraint is None else request_args(params.constraint, min(self.eos_token_ids)),
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
