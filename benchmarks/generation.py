@@ -75,7 +75,7 @@ async def one_stream(session, url, model, tokens, extra) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": tokens,
             "stream": True, "temperature": 1.0, "ignore_eos": True, **extra}
     sent = time.perf_counter()
-    stamps, count, usage = [], 0, None
+    stamps, count, usage, text = [], 0, None, []
     async with session.post(url, json=body) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:300]}")
@@ -89,10 +89,19 @@ async def one_stream(session, url, model, tokens, extra) -> dict:
             for choice in chunk.get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     stamps.append(time.perf_counter())
+                    text.append(choice["delta"]["content"])
                     count += 1
     produced = usage["completion_tokens"] if usage else count
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return {"tokens": produced, "ttft": stamps[0] - sent if stamps else None, "gaps": gaps}
+    return {"tokens": produced, "ttft": stamps[0] - sent if stamps else None, "gaps": gaps, "text": "".join(text)}
+
+
+def parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def run_level(url, model, streams, tokens, rounds, extra) -> dict:
@@ -111,7 +120,35 @@ async def run_level(url, model, streams, tokens, rounds, extra) -> dict:
         "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
         "itl_p50_ms": 1000 * percentile(gaps, 50) if gaps else None,
         "tokens_per_stream": sum(r["tokens"] for r in results) / len(results),
+        "parsed": sum(parses(r["text"]) for r in results) / len(results) if "response_format" in extra else None,
     }
+
+
+STORY = {"type": "object", "properties": {
+    "title": {"type": "string"}, "characters": {"type": "array", "items": {"type": "string"}},
+    "story": {"type": "string"}}, "required": ["title", "characters", "story"]}
+
+
+def json_schema(schema: dict) -> dict:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+            "ignore_eos": False}
+
+
+async def structured_level(url, model, streams, tokens, extra) -> dict:
+    """A schema's cost: time to first token of the first request with a new schema against the
+    same request again (compiled, cached) and one without a schema; then `streams` streams
+    constrained by STORY (no ignore_eos: the grammar decides when the answer ends)."""
+    import uuid
+
+    fresh = {"type": "object", "properties": {f"k{uuid.uuid4().hex[:8]}": {"type": "string"}}}
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        plain = await one_stream(session, url, model, 4, extra)
+        first = await one_stream(session, url, model, 4, {**extra, **json_schema(fresh)})
+        again = await one_stream(session, url, model, 4, {**extra, **json_schema(fresh)})
+    result = await run_level(url, model, streams, tokens, 1, {**extra, **json_schema(STORY)})
+    return {**result, "ttft_plain_ms": 1000 * plain["ttft"], "ttft_new_schema_ms": 1000 * first["ttft"],
+            "ttft_same_schema_ms": 1000 * again["ttft"]}
 
 
 def static_batch(batch: int, tokens: int) -> float:
@@ -176,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--kv-gib", type=float, default=2.0)
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (both vLLM systems)")
+    parser.add_argument("--structured", action="store_true",
+                        help="also run the largest level with a json_schema, and time a new schema's first request")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
     levels = [int(x) for x in args.streams.split(",")]
@@ -203,6 +242,16 @@ def main(argv=None) -> int:
                           f"{result['ttft_p50_ms']:7.0f} ms p99 {result['ttft_p99_ms']:7.0f} ms  itl p50 "
                           f"{result['itl_p50_ms'] or 0:6.1f} ms  ({result['tokens_per_stream']:.0f} tok/stream)",
                           flush=True)
+                if args.structured and plan["name"] in ("inferd-vllm", "vllm-server", "inferd-transformers"):
+                    c = max(levels)
+                    result = asyncio.run(structured_level(plan["url"], plan["model"], c, args.tokens, plan["extra"]))
+                    rows.append({"system": plan["name"] + "+schema", "streams": c, **result})
+                    print(f"  {plan['name'] + '+schema':20s} {c:3d} streams: {result['tok_s']:7.1f} tok/s  ttft p50 "
+                          f"{result['ttft_p50_ms']:7.0f} ms  itl p50 {result['itl_p50_ms'] or 0:6.1f} ms  "
+                          f"({result['tokens_per_stream']:.0f} tok/stream, {100 * result['parsed']:.0f}% parse); "
+                          f"decode {c / result['itl_p50_ms'] * 1000:.0f} tok/s by ITL; 1 stream TTFT: no schema "
+                          f"{result['ttft_plain_ms']:.0f} ms, new schema {result['ttft_new_schema_ms']:.0f} ms, "
+                          f"same again {result['ttft_same_schema_ms']:.0f} ms", flush=True)
             except Exception as exc:  # noqa: BLE001 - report and go on with the next system
                 print(f"  {plan['name']} failed: {exc}")
                 failed = True
@@ -222,6 +271,16 @@ def main(argv=None) -> int:
         llama = by.get(("llamacpp-server", c))
         if mine and llama:
             print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")
+    top = max(levels)
+    for name in ("inferd-vllm", "vllm-server", "inferd-transformers"):
+        free, bound = by.get((name, top)), by.get((name + "+schema", top))
+        if free and bound:
+            print(f"  {top:3d} streams: {name} with / without a json_schema {bound['tok_s'] / free['tok_s']:.2f} "
+                  f"(decode rate by ITL {free['itl_p50_ms'] / bound['itl_p50_ms']:.2f}); "
+                  f"a new schema adds {bound['ttft_new_schema_ms'] - bound['ttft_same_schema_ms']:.0f} ms to TTFT")
+    mine, theirs = by.get(("inferd-vllm+schema", top)), by.get(("vllm-server+schema", top))
+    if mine and theirs:
+        print(f"  {top:3d} streams with a json_schema: inferd-vllm / vllm-server {mine['tok_s'] / theirs['tok_s']:.2f}")
     tf, static = by.get(("inferd-transformers", 32)), by.get(("static-32", 32))
     if tf and static:
         print(f"   32 streams: inferd-transformers / static batch-32 generate {tf['tok_s'] / static['tok_s']:.2f}")

@@ -179,7 +179,7 @@ class VLLMEngine(GenerationEngine):
                 prompt_logprobs=params.prompt_logprobs,
                 skip_special_tokens=True,
                 output_kind=RequestOutputKind.DELTA if params.stream else RequestOutputKind.FINAL_ONLY,
-                extra_args=None if params.constraint is None else request_args(params.constraint, min(self.eos_token_ids)),
+                extra_args=None if params.constraint is None else request_args(params.constraint),
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None

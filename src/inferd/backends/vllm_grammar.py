@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory
+from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory, masks
 
 EXTRA_KEY = "inferd_constraint"
 
 
-def request_args(constraint: Constraint, eos_token_id: int) -> dict[str, Any]:
+def request_args(constraint: Constraint) -> dict[str, Any]:
     """What a request carries in ``extra_args`` for this processor."""
-    return {EXTRA_KEY: {"kind": constraint.kind, "source": constraint.source, "eos": eos_token_id}}
+    return {EXTRA_KEY: {"kind": constraint.kind, "source": constraint.source}}
 
 
 class _Row:
@@ -36,18 +36,13 @@ class _Row:
 
 class GrammarLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
-        self._model = vllm_config.model_config
-        self._factory: GrammarFactory | None = None
+        from transformers import AutoTokenizer
+
+        model = vllm_config.model_config
         self._rows: dict[int, _Row] = {}
-
-    def _grammars(self, eos: int) -> GrammarFactory:
-        if self._factory is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(self._model.tokenizer,
-                                                      trust_remote_code=self._model.trust_remote_code)
-            self._factory = GrammarFactory(tokenizer, self._model.get_vocab_size(), {eos})
-        return self._factory
+        # built when the engine starts (~1 s), not on the first structured request
+        tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, trust_remote_code=model.trust_remote_code)
+        self._factory = GrammarFactory(tokenizer, model.get_vocab_size(), {tokenizer.eos_token_id})
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -61,8 +56,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 if spec is None:
                     self._rows.pop(index, None)
                     continue
-                matcher = BudgetedMatcher(self._grammars(spec["eos"]), Constraint(spec["kind"], spec["source"]),
-                                          params.max_tokens)
+                matcher = BudgetedMatcher(self._factory, Constraint(spec["kind"], spec["source"]), params.max_tokens)
                 self._rows[index] = _Row(matcher, output)
             for a, b, direction in batch_update.moved:
                 row_a, row_b = self._rows.pop(a, None), self._rows.pop(b, None)
@@ -76,8 +70,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 row.seen += 1
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        vocab = logits.shape[-1]
-        for index, row in self._rows.items():
-            allowed = row.matcher.allowed(len(row.output), vocab).to(logits.device)
-            logits[index].masked_fill_(~allowed, float("-inf"))
+        if not self._rows:
+            return logits
+        indices = list(self._rows)
+        rows = [self._rows[i] for i in indices]
+        allowed = masks([r.matcher for r in rows], [len(r.output) for r in rows], logits.shape[-1])
+        where = torch.tensor(indices, device=logits.device)
+        logits[where] = logits[where].masked_fill(~allowed.to(logits.device), float("-inf"))
         return logits

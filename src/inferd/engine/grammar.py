@@ -171,8 +171,11 @@ class BudgetedMatcher:
         self.plan_at = -1  # tokens generated when the last plan was made (-1: none yet)
 
     def allowed(self, generated: int, vocab: int):
-        import torch
+        """The mask for the next token, bool [vocab] (one row; ``masks`` does a batch)."""
+        return masks([self], [generated], vocab)[0]
 
+    def forced_token(self, generated: int) -> int | None:
+        """The closing plan's next token when the budget requires it, else None (free: the grammar's mask)."""
         left = self.max_tokens - generated
         if not self.forced and (self.plan_at < 0 or left <= self.plan_length + _GROWTH * (generated - self.plan_at)
                                 + _GROWTH):
@@ -181,11 +184,7 @@ class BudgetedMatcher:
             self.plan_length, self.plan_at = (len(plan) if plan is not None else left + 1), generated
             if plan is not None and len(plan) + _GROWTH >= left:  # one more free token could be too many
                 self.forced = plan
-        if self.forced:
-            only = torch.zeros(vocab, dtype=torch.bool)
-            only[self.forced[0]] = True
-            return only
-        return allowed_tokens(self.matcher, vocab)
+        return self.forced[0] if self.forced else None
 
     def consume(self, token: int) -> None:
         self.matcher.consume_token(token)
@@ -195,3 +194,34 @@ class BudgetedMatcher:
     @property
     def done(self) -> bool:
         return self.matcher.is_stopped()
+
+
+_EXECUTOR = None
+
+
+def masks(rows: list[BudgetedMatcher], generated: list[int], vocab: int):
+    """Next-token masks for several sequences at once, bool [len(rows), vocab]: forced rows
+    allow their plan's token only; the others' grammar masks are computed together by
+    llguidance's executor (in Rust, without the GIL) and unpacked in one vectorised pass."""
+    import torch
+    from llguidance import LLExecutor
+    from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask_par
+
+    global _EXECUTOR
+    out = torch.zeros((len(rows), vocab), dtype=torch.bool)
+    free = []
+    for i, (row, n) in enumerate(zip(rows, generated, strict=True)):
+        token = row.forced_token(n)
+        if token is None:
+            free.append(i)
+        else:
+            out[i, token] = True
+    if free:
+        if _EXECUTOR is None:
+            _EXECUTOR = LLExecutor()
+        words = allocate_token_bitmask(len(free), vocab)
+        fill_next_token_bitmask_par(_EXECUTOR, [(rows[i].matcher, j) for j, i in enumerate(free)], words)
+        bits = ((words.unsqueeze(2) >> torch.arange(32, dtype=torch.int32)) & 1).flatten(1).bool()
+        out[free] = bits[:, :vocab] if bits.shape[1] >= vocab else \
+            torch.cat([bits, torch.zeros((len(free), vocab - bits.shape[1]), dtype=torch.bool)], dim=1)
+    return out

@@ -32,7 +32,7 @@ import torch
 from inferd.catalog import ModelRef
 from inferd.engine.base import EngineObserver, EngineState, NullObserver
 from inferd.engine.detokenize import TextStream
-from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory
+from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory, masks
 from inferd.engine.generation import (
     GenerationEngine,
     GenerationRequest,
@@ -105,6 +105,7 @@ class BatchGenerationEngine(GenerationEngine):
         self._rust = self.tokenizer.backend_tokenizer
         self.context_length = self.backend.context_length
         self.eos_token_ids = self.backend.eos_token_ids
+        await asyncio.to_thread(self.grammars)  # structured output's tokenizer (~1 s), before the first request
         self._thread = threading.Thread(target=self._run, name=f"lm-{self.name}", daemon=True)
         self._thread.start()
         self.state = EngineState.READY
@@ -234,9 +235,11 @@ class BatchGenerationEngine(GenerationEngine):
             return batch
         logits = torch.cat(parts) if len(parts) > 1 else parts[0]
         # 4. grammar masks, sample, detokenise, stop
-        for seq in seqs:
-            if seq.matcher is not None:
-                seq.row.allowed = seq.matcher.allowed(len(seq.row.output_ids), logits.shape[-1])
+        bound = [seq for seq in seqs if seq.matcher is not None]
+        if bound:
+            allowed = masks([s.matcher for s in bound], [len(s.row.output_ids) for s in bound], logits.shape[-1])
+            for seq, mask in zip(bound, allowed, strict=True):
+                seq.row.allowed = mask
         tokens, logprobs = sample(logits, [s.row for s in seqs], self.token_text)
         out: dict[int, tuple[_Request, list[SequenceDelta]]] = {}
         keep = []
