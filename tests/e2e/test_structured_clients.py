@@ -70,3 +70,35 @@ def test_a_bad_schema_is_a_400_the_sdk_raises(client):
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=SMOL, messages=QUESTION, response_format={
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}})
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather now in a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_forced_tool_call_with_the_openai_sdk(client):
+    r = client.chat.completions.create(model=SMOL, messages=WEATHER_Q, tools=[WEATHER], tool_choice="required",
+                                       temperature=0, max_tokens=60)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["location"], str)
+    named = client.chat.completions.create(model=SMOL, messages=WEATHER_Q, tools=[WEATHER], temperature=0,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                           max_tokens=60, stream=True)
+    pieces = [c.choices[0].delta for c in named if c.choices]
+    calls = [p.tool_calls[0] for p in pieces if p.tool_calls]
+    assert calls[0].function.name == "get_weather"
+    assert isinstance(json.loads("".join(c.function.arguments or "" for c in calls))["location"], str)
+
+
+def test_litellm_deepinfra_forced_tool_call(server):
+    import litellm
+
+    r = litellm.completion(model=f"deepinfra/{SMOL}", messages=WEATHER_Q, api_base=f"{server.base_url}/v1/openai",
+                           api_key=server.token, tools=[WEATHER], tool_choice="required", max_tokens=60)
+    [call] = r.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and "location" in json.loads(call.function.arguments)

@@ -96,3 +96,87 @@ async def test_bad_formats_are_400s_that_say_why(app):
     assert r.status_code == 400 and "schema" in r.json()["error"]["message"]
     r = await app.client.post("/v1/inference/tiny", json={"input": "x", "response_format": {"type": "yaml"}})
     assert r.status_code == 400
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather now in a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string", "maxLength": 40},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["location"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                                       "required": ["zone"], "additionalProperties": False}}}
+
+
+async def test_smollm2_makes_a_forced_weather_call(app):
+    r = await app.client.post(CHAT, json={"model": "smol", "messages": ask("What is the weather in Paris?"),
+                                          "temperature": 0, "max_tokens": 60, "tools": [WEATHER],
+                                          "tool_choice": "required"})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    arguments = json.loads(call["function"]["arguments"])
+    assert isinstance(arguments, dict) and isinstance(arguments["location"], str)
+
+
+async def test_required_and_named_calls_validate_under_load(app):
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
+
+    async def one(i, choice):
+        r = await app.client.post(CHAT, json={"model": "tiny", "messages": ask(f"q{i}"), "seed": i,
+                                              "max_tokens": 24 + i % 16, "tools": [WEATHER, TIME],
+                                              "tool_choice": choice})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    named = {"type": "function", "function": {"name": "get_time"}}
+    results = await asyncio.gather(*[one(i, "required" if i % 2 else named) for i in range(30)])
+    for i, choice in enumerate(results):
+        [call] = choice["message"]["tool_calls"]
+        name = call["function"]["name"]
+        jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[name])
+        assert choice["finish_reason"] == ("tool_calls" if i % 2 else "stop")
+        assert i % 2 or name == "get_time"
+
+
+async def test_a_streamed_call_names_itself_then_sends_arguments(app):
+    body = {"model": "tiny", "messages": ask("x"), "max_tokens": 40, "seed": 5, "stream": True,
+            "tools": [WEATHER], "tool_choice": "required"}
+    deltas, finish = [], None
+    async with app.client.stream("POST", CHAT, json=body) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    deltas.append(choice["delta"])
+                    finish = choice["finish_reason"] or finish
+    calls = [d["tool_calls"][0] for d in deltas if d.get("tool_calls")]
+    assert calls[0]["function"]["name"] == "get_weather" and calls[0]["id"].startswith("call_")
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert isinstance(json.loads(arguments)["location"], str)
+    assert not any(d.get("content") for d in deltas) and finish == "tool_calls"
+
+
+async def test_tool_choices_that_are_not_served_or_wrong_are_400s(app):
+    base = {"model": "tiny", "messages": ask("x"), "max_tokens": 8, "tools": [WEATHER]}
+    r = await app.client.post(CHAT, json={**base, "tool_choice": "auto"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
+    r = await app.client.post(CHAT, json={**base, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+    r = await app.client.post(CHAT, json={**base, "tools": [{"type": "function"}], "tool_choice": "required"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+    r = await app.client.post(CHAT, json={**base, "tool_choice": "none"})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None
+
+
+async def test_a_tool_result_round_trip_renders(app):
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}
+    messages = [*ask("What is the weather in Paris?"), {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'}]
+    r = await app.client.post(CHAT, json={"model": "smol", "messages": messages, "max_tokens": 20, "temperature": 0,
+                                          "tools": [WEATHER], "tool_choice": "none"})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]

@@ -51,6 +51,7 @@ class Run:
         self.charge: Charge | None = None
         self._meter = service.meter
         self._iterating: AsyncIterator | None = None
+        self.tools = None  # a ToolPlan when the answer is a forced tool call (serving/tools.py)
 
     @property
     def usage(self) -> dict:
@@ -203,10 +204,7 @@ def common_params(body, max_tokens: int, **extra) -> SamplingParams:
 
 
 def constraint_of(body) -> Constraint | None:
-    """The structured-output constraint a request asks for (``response_format``), if any.
-    Tools are not served yet: say so instead of ignoring them."""
-    if getattr(body, "tools", None) and getattr(body, "tool_choice", None) != "none":
-        raise InvalidRequest("tools are not supported yet", param="tools")
+    """The structured-output constraint a request asks for (``response_format``), if any."""
     fmt = getattr(body, "response_format", None)
     if isinstance(fmt, dict):  # the native route takes it as a plain object
         try:

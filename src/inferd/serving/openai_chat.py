@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from inferd.engine.generation import TokenLogprob
-from inferd.errors import UnsupportedInput
+from inferd.errors import InvalidRequest, UnsupportedInput
 from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
 from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
+from inferd.serving.tools import tool_calls_of, tool_plan
 
 _TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
 
@@ -58,10 +59,16 @@ def chat_logprobs(items: list[TokenLogprob] | None) -> dict | None:
 
 
 async def start_chat(service: GenerationService, body: ChatCompletionRequest, ctx: RequestContext) -> Run:
-    constraint = constraint_of(body)
+    tools = tool_plan(body.tools, body.tool_choice)
+    if tools is not None and body.response_format is not None and body.response_format.type != "text":
+        raise InvalidRequest("a forced tool call and a response_format cannot both shape the answer",
+                             param="response_format")
+    constraint = tools.constraint if tools is not None else constraint_of(body)
     ref, engine = service.engine(body.model)
     messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
-    kwargs = body.chat_template_kwargs or {}
+    kwargs = dict(body.chat_template_kwargs or {})
+    if tools is not None:
+        kwargs["tools"] = body.tools  # templates that know tools show them to the model
     if sum(len(m["content"]) for m in messages) > _TEMPLATE_OFF_LOOP:
         text = await asyncio.to_thread(engine.apply_chat_template, messages, **kwargs)
         ids = await asyncio.to_thread(engine.encode, text, special=False)
@@ -73,7 +80,18 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
         body, max_tokens, n=body.n or 1, stream=body.stream,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None, constraint=constraint,
     )
-    return service.run(ref, engine, [ids], params, ctx)
+    run = service.run(ref, engine, [ids], params, ctx)
+    run.tools = tools
+    return run
+
+
+def _message(run: Run, text: str, finish_reason: str | None) -> tuple[dict, str | None]:
+    """The assistant message of one choice, and its finish reason (a forced call: tool_calls)."""
+    if run.tools is not None and finish_reason != "length":
+        calls = tool_calls_of(text)
+        if calls is not None:
+            return {"role": "assistant", "content": None, "tool_calls": calls}, run.tools.finish_reason
+    return {"role": "assistant", "content": text}, finish_reason
 
 
 async def chat_response(run: Run, model: str) -> dict:
@@ -86,11 +104,12 @@ async def chat_response(run: Run, model: str) -> dict:
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": message,
                 "logprobs": chat_logprobs(c.logprobs),
-                "finish_reason": c.finish_reason,
+                "finish_reason": finish_reason,
             }
             for i, c in enumerate(choices)
+            for message, finish_reason in [_message(run, c.text, c.finish_reason)]
         ],
         "usage": run.usage,
     }
@@ -102,24 +121,47 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
     started: set[int] = set()
     unfinished = run.params.n
     last: dict = {**base, "choices": []}
+    calls: dict[int, str] = {}  # a forced call's text so far, by choice
     async for _, delta in run:
         i = delta.index
         if i not in started:
             started.add(i)
             yield {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                         "finish_reason": None}]}
-        chunk = {**base, "choices": [{"index": i, "delta": {"content": delta.text} if delta.text else {},
+        text, finish_reason = delta.text, delta.finish_reason
+        if run.tools is not None:  # the call goes out whole once it is complete: name, then arguments
+            calls[i] = calls.get(i, "") + text
+            text = ""
+            if finish_reason:
+                message, finish_reason = _message(run, calls[i], finish_reason)
+                for piece in _call_deltas(message, calls[i]):
+                    yield {**base, "choices": [{"index": i, "delta": piece, "logprobs": None, "finish_reason": None}]}
+        chunk = {**base, "choices": [{"index": i, "delta": {"content": text} if text else {},
                                       "logprobs": chat_logprobs(delta.logprobs),
-                                      "finish_reason": delta.finish_reason}]}
+                                      "finish_reason": finish_reason}]}
         if delta.finish_reason:
             unfinished -= 1
             if not unfinished:
                 last = chunk
                 continue  # sent below, once the run has been charged
-        if delta.text or delta.finish_reason or delta.logprobs:
+        if text or finish_reason or delta.logprobs:
             yield chunk
     for chunk in closing_chunks(last, base, run.usage, include_usage):
         yield chunk
+
+
+def _call_deltas(message: dict, text: str) -> list[dict]:
+    """OpenAI's streamed tool call: the id and name first, then the arguments; plain text when
+    the call did not complete."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return [{"content": text}] if text else []
+    out = []
+    for k, call in enumerate(calls):
+        out.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        out.append({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]})
+    return out
 
 
 async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:
