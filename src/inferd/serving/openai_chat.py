@@ -17,7 +17,7 @@ from inferd.errors import InvalidRequest, UnsupportedInput
 from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
 from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
-from inferd.serving.tools import tool_calls_of, tool_plan
+from inferd.serving.tools import CallStream, tool_calls_of, tool_plan
 
 _TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
 
@@ -121,7 +121,7 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
     started: set[int] = set()
     unfinished = run.params.n
     last: dict = {**base, "choices": []}
-    calls: dict[int, str] = {}  # a forced call's text so far, by choice
+    calls: dict[int, CallStream] = {}  # a forced call as it streams, by choice
     async for _, delta in run:
         i = delta.index
         if i not in started:
@@ -129,13 +129,19 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
             yield {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                         "finish_reason": None}]}
         text, finish_reason = delta.text, delta.finish_reason
-        if run.tools is not None:  # the call goes out whole once it is complete: name, then arguments
-            calls[i] = calls.get(i, "") + text
+        if run.tools is not None:  # a forced call: its id and name, then its arguments as they come
+            stream = calls.setdefault(i, CallStream())
+            pieces = stream.feed(text)
             text = ""
             if finish_reason:
-                message, finish_reason = _message(run, calls[i], finish_reason)
-                for piece in _call_deltas(message, calls[i]):
-                    yield {**base, "choices": [{"index": i, "delta": piece, "logprobs": None, "finish_reason": None}]}
+                pieces += stream.finish()
+                if tool_calls_of(stream.text) is not None:
+                    finish_reason = run.tools.finish_reason
+                elif stream.start is None:
+                    text = stream.text  # no call came out: what there is, as text
+            for piece in pieces:
+                yield {**base, "choices": [{"index": i, "delta": {"tool_calls": [piece]}, "logprobs": None,
+                                            "finish_reason": None}]}
         chunk = {**base, "choices": [{"index": i, "delta": {"content": text} if text else {},
                                       "logprobs": chat_logprobs(delta.logprobs),
                                       "finish_reason": finish_reason}]}
@@ -148,20 +154,6 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
             yield chunk
     for chunk in closing_chunks(last, base, run.usage, include_usage):
         yield chunk
-
-
-def _call_deltas(message: dict, text: str) -> list[dict]:
-    """OpenAI's streamed tool call: the id and name first, then the arguments; plain text when
-    the call did not complete."""
-    calls = message.get("tool_calls")
-    if not calls:
-        return [{"content": text}] if text else []
-    out = []
-    for k, call in enumerate(calls):
-        out.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
-                                    "function": {"name": call["function"]["name"], "arguments": ""}}]})
-        out.append({"tool_calls": [{"index": k, "function": {"arguments": call["function"]["arguments"]}}]})
-    return out
 
 
 async def chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterator[dict]:

@@ -10,6 +10,7 @@ layer turns it into OpenAI's ``tool_calls``. ``none`` answers in text without th
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -78,5 +79,47 @@ def tool_calls_of(text: str) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(call, dict) or "name" not in call or "arguments" not in call:
         return None
-    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+    return [{"id": call_id(), "type": "function",
              "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]
+
+
+_HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+
+
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class CallStream:
+    """A forced call's text as it streams, turned into OpenAI's ``tool_calls`` deltas: the id and
+    name as soon as the name is complete, then the arguments as they come. The grammar writes
+    ``{"name": "...", "arguments": ...}``, so the arguments are everything after the head but the
+    wrapper's closing brace (the last character is held back until the end)."""
+
+    def __init__(self):
+        self.text = ""
+        self.start: int | None = None  # where the arguments begin, once the name is known
+        self.sent = 0  # characters of the arguments sent so far
+
+    def feed(self, piece: str) -> list[dict[str, Any]]:
+        self.text += piece
+        out: list[dict[str, Any]] = []
+        if self.start is None:
+            head = _HEAD.match(self.text)
+            if head is None:
+                return out
+            self.start = head.end()
+            out.append({"index": 0, "id": call_id(), "type": "function",
+                        "function": {"name": json.loads(f'"{head.group(1)}"'), "arguments": ""}})
+        return out + self._arguments(self.text[self.start:].rstrip()[:-1])
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self.start is None:
+            return []
+        rest = self.text[self.start:].rstrip()
+        return self._arguments(rest[:-1].rstrip() if rest.endswith("}") and tool_calls_of(self.text) else rest)
+
+    def _arguments(self, available: str) -> list[dict[str, Any]]:
+        new = available[self.sent:]
+        self.sent += len(new)
+        return [{"index": 0, "function": {"arguments": new}}] if new else []
