@@ -93,12 +93,3 @@ def test_forced_tool_call_with_the_openai_sdk(client):
     calls = [p.tool_calls[0] for p in pieces if p.tool_calls]
     assert calls[0].function.name == "get_weather"
     assert isinstance(json.loads("".join(c.function.arguments or "" for c in calls))["location"], str)
-
-
-def test_litellm_deepinfra_forced_tool_call(server):
-    import litellm
-
-    r = litellm.completion(model=f"deepinfra/{SMOL}", messages=WEATHER_Q, api_base=f"{server.base_url}/v1/openai",
-                           api_key=server.token, tools=[WEATHER], tool_choice="required", max_tokens=60)
-    [call] = r.choices[0].message.tool_calls
-    assert call.function.name == "get_weather" and "location" in json.loads(call.function.arguments)
