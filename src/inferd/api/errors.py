@@ -3,6 +3,7 @@
     OpenAI / Infinity   {"error": {"message", "type", "param", "code"}}
     native inference    {"error": "message"}
     Cohere              {"message": "message"}
+    Anthropic           {"type": "error", "error": {"type", "message"}}
     validation (422)    FastAPI's {"detail": [...]} on native and Infinity routes; the
                         OpenAI and Cohere surfaces answer 400 in their own shape, as they do.
 """
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferd.api.responses import FastJSONResponse
-from inferd.api.routing import COHERE, NATIVE, OPENAI, dialect_of
+from inferd.api.routing import ANTHROPIC, COHERE, NATIVE, OPENAI, dialect_of
 from inferd.errors import InferdError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def error_response(
         body: dict = {"error": message}
     elif dialect == COHERE:
         body = {"message": message}
+    elif dialect == ANTHROPIC:
+        body = {"type": "error", "error": {"type": kind, "message": message}}
     else:
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = {"Retry-After": str(int(max(1, round(retry_after))))} if retry_after is not None else None
@@ -77,7 +80,7 @@ def _describe(errors: list[dict]) -> tuple[str, str | None]:
 
 async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
-    if dialect_of(request.scope) not in (OPENAI, COHERE):
+    if dialect_of(request.scope) not in (OPENAI, COHERE, ANTHROPIC):
         return FastJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
     message, param = _describe(errors)
     return error_response(request, 400, message, kind="invalid_request_error", code="invalid_request", param=param)

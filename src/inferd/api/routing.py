@@ -8,6 +8,7 @@ OPENAI = "openai"
 NATIVE = "native"
 INFINITY = "infinity"
 COHERE = "cohere"
+ANTHROPIC = "anthropic"
 PLATFORM = "platform"
 
 

@@ -18,7 +18,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from inferd.api.disconnect import cancellable
-from inferd.api.routing import NATIVE, dialect_of
+from inferd.api.routing import ANTHROPIC, NATIVE, dialect_of
 from inferd.errors import EngineError, InferdError
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,16 @@ def _event(payload: dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def _named_event(payload: dict) -> bytes:
+    """Anthropic's framing: the event's type on an ``event:`` line, then its data."""
+    return b"event: " + payload["type"].encode() + b"\n" + _event(payload)
+
+
 def _error_event(request: Request, exc: InferdError) -> bytes:
     if dialect_of(request.scope) == NATIVE:
         return _event({"error": exc.message})
+    if dialect_of(request.scope) == ANTHROPIC:
+        return _named_event({"type": "error", "error": {"type": exc.kind, "message": exc.message}})
     return _event({"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}})
 
 
@@ -69,12 +76,15 @@ async def sse_response(request: Request, events: AsyncIterator[dict]) -> Streami
         await events.aclose()
         raise
 
+    anthropic = dialect_of(request.scope) == ANTHROPIC
+    encode = _named_event if anthropic else _event
+
     async def body() -> AsyncIterator[bytes]:
         try:
             if first is not None:
-                yield _event(first)
+                yield encode(first)
                 async for payload in events:
-                    yield _event(payload)
+                    yield encode(payload)
         except InferdError as exc:
             yield _error_event(request, exc)
         except Exception as exc:  # noqa: BLE001 - the stream has started: report, don't crash
@@ -82,6 +92,7 @@ async def sse_response(request: Request, events: AsyncIterator[dict]) -> Streami
             yield _error_event(request, EngineError(f"generation failed: {type(exc).__name__}"))
         finally:
             await events.aclose()
-        yield DONE
+        if not anthropic:  # Anthropic's stream ends with its message_stop event
+            yield DONE
 
     return SSEResponse(body(), media_type="text/event-stream", headers=_HEADERS)

@@ -217,6 +217,7 @@ class VLLMEngine(GenerationEngine):
                         token_ids=list(seq.token_ids),
                         logprobs=_convert(seq.logprobs, seq.token_ids, request.params.logprobs) if want else None,
                         finish_reason=reason if reason in (None, "stop", "length") else "stop",
+                        stop_sequence=seq.stop_reason if isinstance(seq.stop_reason, str) else None,
                         prompt_logprobs=prompt_lps,
                     )
         except (Overloaded, InvalidRequest):

@@ -79,6 +79,7 @@ class SequenceDelta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort"
+    stop_sequence: str | None = None  # the stop string that ended the sequence, if one did
     # on the first delta of a sequence when asked for: the prompt's tokens (first has no logprob)
     prompt_logprobs: list[TokenLogprob | None] | None = None
 

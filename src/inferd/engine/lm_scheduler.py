@@ -316,6 +316,7 @@ class BatchGenerationEngine(GenerationEngine):
             token_ids=seq.pending_ids,
             logprobs=seq.pending_logprobs if seq.row.params.logprobs is not None else None,
             finish_reason=seq.finish_reason,
+            stop_sequence=seq.text.stopped_by if finished else None,
             prompt_logprobs=seq.prompt_logprobs if seq.first else None,
         )
         seq.first = False

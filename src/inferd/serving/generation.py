@@ -35,6 +35,7 @@ class Choice:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    stop_sequence: str | None = None
 
 
 class Run:
@@ -106,6 +107,7 @@ class Run:
                 choice.prompt_logprobs = delta.prompt_logprobs
             if delta.finish_reason:
                 choice.finish_reason = delta.finish_reason
+                choice.stop_sequence = delta.stop_sequence
         return choices
 
 
