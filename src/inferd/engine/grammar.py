@@ -136,15 +136,22 @@ class GrammarFactory:
 
 
 def allowed_tokens(matcher, vocab_size: int):
-    """The matcher's next-token mask as a bool tensor [vocab_size] (plain torch, no compile):
-    bit j of 32-bit word i says whether token 32 i + j may come next."""
+    """The matcher's next-token mask as a bool tensor [vocab_size] (plain torch, no compile)."""
     import torch
 
     words = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.int32)
-    bits = ((words.unsqueeze(1) >> torch.arange(32, dtype=torch.int32)) & 1).flatten().bool()
-    if bits.numel() < vocab_size:  # the model's vocabulary is padded past the tokenizer's
-        bits = torch.cat([bits, torch.zeros(vocab_size - bits.numel(), dtype=torch.bool)])
-    return bits[:vocab_size]
+    return _unpack(words.unsqueeze(0), vocab_size)[0]
+
+
+def _unpack(words, vocab_size: int):
+    """int32 bitmasks [rows, words] -> bool [rows, vocab_size]; bit j of word i is token 32 i + j
+    (a model's vocabulary padded past the tokenizer's gets False there)."""
+    import torch
+
+    bits = ((words.unsqueeze(2) >> torch.arange(32, dtype=torch.int32)) & 1).flatten(1).bool()
+    if bits.shape[1] < vocab_size:
+        bits = torch.cat([bits, torch.zeros((bits.shape[0], vocab_size - bits.shape[1]), dtype=torch.bool)], dim=1)
+    return bits[:, :vocab_size]
 
 
 _GROWTH = 8  # a bound on how much a closing plan grows per generated token: opening an object
@@ -222,7 +229,5 @@ def masks(rows: list[BudgetedMatcher], generated: list[int], vocab: int):
             _EXECUTOR = LLExecutor()
         words = allocate_token_bitmask(len(free), vocab)
         fill_next_token_bitmask_par(_EXECUTOR, [(rows[i].matcher, j) for j, i in enumerate(free)], words)
-        bits = ((words.unsqueeze(2) >> torch.arange(32, dtype=torch.int32)) & 1).flatten(1).bool()
-        out[free] = bits[:, :vocab] if bits.shape[1] >= vocab else \
-            torch.cat([bits, torch.zeros((len(free), vocab - bits.shape[1]), dtype=torch.bool)], dim=1)
+        out[free] = _unpack(words, vocab)
     return out
