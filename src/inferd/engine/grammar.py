@@ -99,6 +99,9 @@ class GrammarFactory:
             ids = hf_tokenizer.encode(text, add_special_tokens=False)
             if len(ids) == 1:
                 self._preference.append(ids[0])
+        # llguidance prepares its token tables on the first mask (~0.9 s here): pay that now,
+        # at start-up, not in the first structured request's time to first token
+        masks([BudgetedMatcher(self, Constraint.json_object(), 16)], [0], vocab_size)
 
     def closing_plan(self, matcher, limit: int) -> list[int] | None:
         """Tokens that take the matcher from where it is to a complete match (ending with EOS
