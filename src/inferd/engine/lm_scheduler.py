@@ -32,7 +32,7 @@ import torch
 from inferd.catalog import ModelRef
 from inferd.engine.base import EngineObserver, EngineState, NullObserver
 from inferd.engine.detokenize import TextStream
-from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory, masks
+from inferd.engine.grammar import BudgetedMatcher, GrammarFactory, masks
 from inferd.engine.generation import (
     GenerationEngine,
     GenerationRequest,
@@ -89,8 +89,7 @@ class BatchGenerationEngine(GenerationEngine):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._running: list[_Seq] = []
-        self._grammars: GrammarFactory | None = None
-        self._grammar_lock = threading.Lock()
+        self._grammars: GrammarFactory | None = None  # built by start()
 
     # --- lifecycle
 
@@ -105,7 +104,9 @@ class BatchGenerationEngine(GenerationEngine):
         self._rust = self.tokenizer.backend_tokenizer
         self.context_length = self.backend.context_length
         self.eos_token_ids = self.backend.eos_token_ids
-        await asyncio.to_thread(self.grammars)  # structured output's tokenizer (~1 s), before the first request
+        # structured output's tokenizer (~1 s), before the first request
+        self._grammars = await asyncio.to_thread(GrammarFactory, self.tokenizer, self.backend.vocab_size,
+                                                 self.eos_token_ids)
         self._thread = threading.Thread(target=self._run, name=f"lm-{self.name}", daemon=True)
         self._thread.start()
         self.state = EngineState.READY
@@ -129,21 +130,14 @@ class BatchGenerationEngine(GenerationEngine):
         return {**super().stats(), "waiting": len(self._waiting), "running": len(self._running)}
 
     def grammars(self) -> GrammarFactory:
-        """The llguidance tokenizer for this model, built on first use (~1 s; call off the loop)."""
-        with self._grammar_lock:
-            if self._grammars is None:
-                self._grammars = GrammarFactory(self.tokenizer, self.backend.vocab_size, self.eos_token_ids)
-            return self._grammars
-
-    async def prepare(self, constraint: Constraint) -> None:
-        await super().prepare(constraint)
-        await asyncio.to_thread(self.grammars)
+        """The llguidance tokenizer for this model (built when the engine starts)."""
+        return self._grammars
 
     def _matcher(self, req: _Request):
         constraint = req.request.params.constraint
         if constraint is None:
             return None
-        return BudgetedMatcher(self.grammars(), constraint, req.request.params.max_tokens)
+        return BudgetedMatcher(self._grammars, constraint, req.request.params.max_tokens)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one engine per model, lives as long as the server
     def token_text(self, token_id: int) -> str:
