@@ -112,6 +112,12 @@ class GenerationEngine(Engine):
         """The chat prompt the model was trained on (generation prompt appended)."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
+    @property
+    def knows_tools(self) -> bool:
+        """Whether the chat template renders ``tools`` (else the serving layer writes its own tool prompt)."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return isinstance(template, str) and "tools" in template
+
     async def prepare(self, constraint: Constraint) -> None:
         """Compile a structured-output constraint off the event loop (cached; a bad schema -> 400)."""
         await asyncio.to_thread(compile_constraint, constraint)

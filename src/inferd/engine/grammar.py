@@ -32,7 +32,8 @@ class Constraint:
     """What the output must match. ``kind``: "json_object" | "json_schema" | "regex"."""
 
     kind: str
-    source: str = ""  # the schema as canonical JSON, or the regex
+    source: str = ""  # the schema as canonical JSON, the regex, or the lark grammar
+    param: str = "response_format"  # the request field a compile error names
 
     @classmethod
     def json_object(cls) -> Constraint:
@@ -47,6 +48,11 @@ class Constraint:
     def regex(cls, pattern: str) -> Constraint:
         return cls("regex", pattern)
 
+    @classmethod
+    def lark(cls, grammar: str, param: str) -> Constraint:
+        """A llguidance lark grammar (tool calls: text, or calls whose JSON follows the tools' schemas)."""
+        return cls("lark", grammar, param)
+
     @property
     def schema(self) -> dict[str, Any] | None:
         if self.kind == "json_object":
@@ -59,10 +65,12 @@ def compile_constraint(constraint: Constraint) -> str:
     """The llguidance grammar for a constraint; raises InvalidRequest naming the problem."""
     from llguidance import LLMatcher
 
-    param = "response_format"
+    param = constraint.param
     try:
         if constraint.kind == "regex":
             grammar = LLMatcher.grammar_from_regex(constraint.source)
+        elif constraint.kind == "lark":
+            grammar = LLMatcher.grammar_from_lark(constraint.source)
         else:
             grammar = LLMatcher.grammar_from_json_schema(constraint.schema, defaults=_JSON_OPTIONS)
     except ValueError as exc:
@@ -134,7 +142,7 @@ class GrammarFactory:
         matcher = LLMatcher(self.tokenizer, compile_constraint(constraint), log_level=0)
         if matcher.is_error():
             raise InvalidRequest(f"the {constraint.kind} cannot be used: {matcher.get_error()}",
-                                 param="response_format")
+                                 param=constraint.param)
         return matcher
 
 
@@ -157,6 +165,8 @@ def _unpack(words, vocab_size: int):
     return bits[:, :vocab_size]
 
 
+_SEARCH = 256  # the longest closing plan searched for when checking a continuation
+_FEW = 64  # continuations checked one by one when a whole answer could end here; more: free text
 _GROWTH = 8  # a bound on how much a closing plan grows per generated token: opening an object
 # whose schema requires keys adds them all to the plan at once
 
@@ -188,6 +198,8 @@ class BudgetedMatcher:
     def forced_token(self, generated: int) -> int | None:
         """The closing plan's next token when the budget requires it, else None (free: the grammar's mask)."""
         left = self.max_tokens - generated
+        if not self.forced and self.matcher.is_accepting():
+            return None  # whole as it is (text beside tools, a regex's tail): ``safe_continuations`` decides
         if not self.forced and (self.plan_at < 0 or left <= self.plan_length + _GROWTH * (generated - self.plan_at)
                                 + _GROWTH):
             plan = self.factory.closing_plan(self.matcher, left)
@@ -196,6 +208,23 @@ class BudgetedMatcher:
             if plan is not None and len(plan) + _GROWTH >= left:  # one more free token could be too many
                 self.forced = plan
         return self.forced[0] if self.forced else None
+
+    def safe_continuations(self, allowed, generated: int) -> None:
+        """In a state that could end here (after a tool call, say), drop from ``allowed`` the
+        tokens that would open something the budget left cannot close (another call), so the
+        answer ends whole instead of cut off. Only for a short list of continuations: free text
+        that could end anywhere is left as it is."""
+        left = self.max_tokens - generated - 1  # after the next token
+        for token in allowed.nonzero().flatten().tolist():
+            if token == self.factory.eos:
+                continue
+            m = self.matcher.deep_copy()
+            if not m.consume_token(token):
+                allowed[token] = False
+            elif not m.is_accepting() and left <= _SEARCH:
+                plan = self.factory.closing_plan(m, left)
+                if plan is None or len(plan) > left:  # the plan ends with EOS, which needs its own step
+                    allowed[token] = False
 
     def consume(self, token: int) -> None:
         self.matcher.consume_token(token)
@@ -233,4 +262,8 @@ def masks(rows: list[BudgetedMatcher], generated: list[int], vocab: int):
         words = allocate_token_bitmask(len(free), vocab)
         fill_next_token_bitmask_par(_EXECUTOR, [(rows[i].matcher, j) for j, i in enumerate(free)], words)
         out[free] = _unpack(words, vocab)
+        counts = out[free].sum(1).tolist()
+        for i, count in zip(free, counts, strict=True):
+            if 1 < count <= _FEW and rows[i].matcher.is_accepting():
+                rows[i].safe_continuations(out[i], generated[i])
     return out

@@ -17,7 +17,9 @@ from inferd.errors import InvalidRequest, UnsupportedInput
 from inferd.protocol.openai import ChatCompletionRequest, ChatMessage
 from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
-from inferd.serving.tools import CallStream, tool_calls_of, tool_plan
+from inferd.serving.tool_calls import CallStart, Text, ToolCallStream
+from inferd.serving.tool_calls import parse as parse_tool_calls
+from inferd.serving.tools import prepare_messages, tool_plan
 
 _TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
 
@@ -59,17 +61,16 @@ def chat_logprobs(items: list[TokenLogprob] | None) -> dict | None:
 
 
 async def start_chat(service: GenerationService, body: ChatCompletionRequest, ctx: RequestContext) -> Run:
-    tools = tool_plan(body.tools, body.tool_choice)
+    tools = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls)
     if tools is not None and body.response_format is not None and body.response_format.type != "text":
-        raise InvalidRequest("a forced tool call and a response_format cannot both shape the answer",
-                             param="response_format")
+        raise InvalidRequest("tools and a response_format cannot both shape the answer; "
+                             "send tool_choice \"none\" for a structured text answer", param="response_format")
     constraint = tools.constraint if tools is not None else constraint_of(body)
     ref, engine = service.engine(body.model)
-    messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
-    kwargs = dict(body.chat_template_kwargs or {})
-    if tools is not None:
-        kwargs["tools"] = body.tools  # templates that know tools show them to the model
-    if sum(len(m["content"]) for m in messages) > _TEMPLATE_OFF_LOOP:
+    messages, template_kwargs = prepare_messages([message_dict(m, i) for i, m in enumerate(body.messages)], tools,
+                                                 engine.knows_tools)
+    kwargs = {**template_kwargs, **(body.chat_template_kwargs or {})}
+    if sum(len(m["content"] or "") for m in messages) > _TEMPLATE_OFF_LOOP:
         text = await asyncio.to_thread(engine.apply_chat_template, messages, **kwargs)
         ids = await asyncio.to_thread(engine.encode, text, special=False)
     else:
@@ -86,12 +87,29 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
 
 
 def _message(run: Run, text: str, finish_reason: str | None) -> tuple[dict, str | None]:
-    """The assistant message of one choice, and its finish reason (a forced call: tool_calls)."""
-    if run.tools is not None and finish_reason != "length":
-        calls = tool_calls_of(text)
-        if calls is not None:
-            return {"role": "assistant", "content": None, "tool_calls": calls}, run.tools.finish_reason
-    return {"role": "assistant", "content": text}, finish_reason
+    """The assistant message of one choice and its finish reason (``tool_calls`` when it calls)."""
+    if run.tools is None:
+        return {"role": "assistant", "content": text}, finish_reason
+    content, calls = parse_tool_calls(text)
+    if not calls:
+        return {"role": "assistant", "content": content}, finish_reason
+    return {"role": "assistant", "content": content or None, "tool_calls": [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+    ]}, finish_reason if finish_reason == "length" else run.tools.finish_reason
+
+
+def _tool_deltas(events: list) -> tuple[str, list[dict]]:
+    """A tool-call stream's events as OpenAI's delta content and ``tool_calls`` pieces."""
+    text, pieces = "", []
+    for event in events:
+        if isinstance(event, Text):
+            text += event.text
+        elif isinstance(event, CallStart):
+            pieces.append({"index": event.index, "id": event.id, "type": "function",
+                           "function": {"name": event.name, "arguments": ""}})
+        else:
+            pieces.append({"index": event.index, "function": {"arguments": event.text}})
+    return text, pieces
 
 
 async def chat_response(run: Run, model: str) -> dict:
@@ -121,7 +139,7 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
     started: set[int] = set()
     unfinished = run.params.n
     last: dict = {**base, "choices": []}
-    calls: dict[int, CallStream] = {}  # a forced call as it streams, by choice
+    calls: dict[int, ToolCallStream] = {}  # by choice, when the request has tools
     async for _, delta in run:
         i = delta.index
         if i not in started:
@@ -129,16 +147,15 @@ async def _chat_chunks(run: Run, model: str, include_usage: bool) -> AsyncIterat
             yield {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                         "finish_reason": None}]}
         text, finish_reason = delta.text, delta.finish_reason
-        if run.tools is not None:  # a forced call: its id and name, then its arguments as they come
-            stream = calls.setdefault(i, CallStream())
-            pieces = stream.feed(text)
-            text = ""
-            if finish_reason:
-                pieces += stream.finish()
-                if tool_calls_of(stream.text) is not None:
-                    finish_reason = run.tools.finish_reason
-                elif stream.start is None:
-                    text = stream.text  # no call came out: what there is, as text
+        if run.tools is not None:  # content and calls apart: ids and names, then arguments as they come
+            stream = calls.setdefault(i, ToolCallStream())
+            text, pieces = _tool_deltas(stream.feed(text) + (stream.finish() if finish_reason else []))
+            if finish_reason and stream.calls and finish_reason != "length":
+                finish_reason = run.tools.finish_reason
+            if text and pieces:  # content that came before a call goes first
+                yield {**base, "choices": [{"index": i, "delta": {"content": text}, "logprobs": None,
+                                            "finish_reason": None}]}
+                text = ""
             for piece in pieces:
                 yield {**base, "choices": [{"index": i, "delta": {"tool_calls": [piece]}, "logprobs": None,
                                             "finish_reason": None}]}

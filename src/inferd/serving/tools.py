@@ -1,32 +1,46 @@
-"""Tool calling on the OpenAI chat route: ``tools`` with ``tool_choice``.
+"""Tools: what a request's ``tools`` and ``tool_choice`` do to the prompt and to decoding.
 
-``required`` and a named function force a call: the answer is constrained to the JSON object
-``{"name": <one of the tools>, "arguments": <that tool's parameters schema>}`` (the grammar
-puts ``name`` first, so a stream can name the call before its arguments), and the serving
-layer turns it into OpenAI's ``tool_calls``. ``none`` answers in text without the tools.
-``auto`` (the model choosing between text and a call in its own format) is not served yet.
+Every call is written in the Hermes shape that ``serving/tool_calls.py`` parses, and a lark
+grammar (llguidance) holds the model to it:
+
+- ``auto`` (the default when tools are given): free text, or text and then one or more calls
+  ``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>``; once the model opens a
+  call, the JSON must name one of the tools and its arguments follow that tool's parameters
+  schema. Text cannot contain a call that is not one. An answer that begins with ``{`` is one
+  call without tags (some models, Qwen2.5-Coder among them, call that way).
+- ``required``: one or more calls, nothing else; a named function: one call to it.
+- ``none``: the tools are left out of the prompt and the answer is text.
+
+``parallel_tool_calls: false`` allows one call. The prompt: a chat template that knows tools
+(its source uses ``tools``) gets them as the template argument, the way the model was trained;
+a template that does not (SmolLM2's) gets inferd's tool prompt in the system message, and the
+history's calls and tool results are written in the same Hermes tags.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from inferd.engine.grammar import Constraint
 from inferd.errors import InvalidRequest
+from inferd.serving.tool_calls import CLOSE, OPEN
+
+# arguments written as Hermes-trained models write them: {"name": "f", "arguments": {"a": 1}}
+_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 @dataclass(frozen=True, slots=True)
 class ToolPlan:
+    tools: list[dict[str, Any]]  # OpenAI's shape: {"type": "function", "function": {...}}
     constraint: Constraint
-    named: bool  # a named tool_choice: OpenAI answers finish_reason "stop", else "tool_calls"
+    choice: str  # "auto" | "required" | "named"
 
     @property
     def finish_reason(self) -> str:
-        return "stop" if self.named else "tool_calls"
+        """When the answer has calls: OpenAI answers a named choice with "stop"."""
+        return "stop" if self.choice == "named" else "tool_calls"
 
 
 def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,85 +55,121 @@ def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(parameters, dict):
             raise InvalidRequest(f"tools[{position}].function.parameters must be a JSON schema object", param="tools")
         out.append({"name": function["name"], "parameters": parameters})
+    names = [f["name"] for f in out]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("two tools have the same name", param="tools")
     return out
 
 
-def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": function["parameters"]},
-            "required": ["name", "arguments"], "additionalProperties": False}
+def _call_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
+    def one(function):
+        return {"type": "object", "properties": {"name": {"const": function["name"]},
+                                                 "arguments": function["parameters"]},
+                "required": ["name", "arguments"], "additionalProperties": False}
+
+    schema = one(functions[0]) if len(functions) == 1 else {"anyOf": [one(f) for f in functions]}
+    return {**schema, "x-guidance": _JSON_STYLE}
 
 
-def tool_plan(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> ToolPlan | None:
+def _grammar(functions: list[dict[str, Any]], choice: str, parallel: bool) -> str:
+    body = json.dumps(_call_schema(functions))
+    call = f'"\\n" body "\\n{CLOSE}"'
+    lines = ["%llguidance {}"]
+    if choice == "auto":
+        # text (never one holding the opening tag), text then tagged calls, or one bare call: an
+        # answer that opens with "{" (Qwen2.5-Coder calls without the tags its template asks for)
+        lines += ["start: TEXT | TEXT_OPEN calls | body",
+                  f"TEXT: /([^{{](.|\\n)*)?/ & ~/(.|\\n)*{OPEN}(.|\\n)*/",
+                  f"TEXT_OPEN: /([^{{](.|\\n)*)?{OPEN}/ & ~/(.|\\n)*{OPEN}(.|\\n)*{OPEN}/"]
+    else:
+        lines.append(f'start: "{OPEN}" calls')
+    lines.append(f'calls: {call} more*' if parallel and choice != "named" else f"calls: {call}")
+    lines += [f'more: "\\n{OPEN}" {call}', f"body: %json {body}"]
+    return "\n".join(lines) + "\n"
+
+
+def tool_plan(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None,
+              parallel: bool | None = None) -> ToolPlan | None:
     """How a request's tools shape its answer; None when they do not (no tools, or ``none``)."""
     if not tools or tool_choice == "none":
         return None
     functions = _functions(tools)
-    if tool_choice in (None, "auto"):
-        raise InvalidRequest("tool_choice \"auto\" is not served yet; use \"required\" or a named function",
-                             param="tool_choice")
-    if tool_choice == "required":
-        chosen, named = functions, False
+    if tool_choice in (None, "auto", "required"):
+        chosen, choice = functions, tool_choice or "auto"
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         name = tool_choice["function"].get("name")
-        chosen, named = [f for f in functions if f["name"] == name], True
+        chosen, choice = [f for f in functions if f["name"] == name], "named"
         if not chosen:
             raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
     else:
         raise InvalidRequest("tool_choice must be \"none\", \"auto\", \"required\" or "
                              "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
-    schema = _call_schema(chosen[0]) if len(chosen) == 1 else {"anyOf": [_call_schema(f) for f in chosen]}
-    return ToolPlan(Constraint.json_schema(schema), named)
+    grammar = _grammar(chosen, choice, parallel is not False)
+    return ToolPlan(tools, Constraint.lark(grammar, param="tools"), choice)
 
 
-def tool_calls_of(text: str) -> list[dict[str, Any]] | None:
-    """OpenAI's ``tool_calls`` from a forced call's text; None if it is not a whole call."""
-    try:
-        call = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(call, dict) or "name" not in call or "arguments" not in call:
-        return None
-    return [{"id": call_id(), "type": "function",
-             "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]
+# --- the prompt
+
+_TOOL_PROMPT = """You can call functions to help with the user's request. Their signatures, one JSON object a line:
+<tools>
+{tools}
+</tools>
+
+To call a function, write a JSON object with its name and its arguments between tags, one call per block:
+""" + OPEN + """
+{{"name": "function_name", "arguments": {{"argument": "value"}}}}
+""" + CLOSE + """
+The results come back in <tool_response></tool_response> tags. Answer in plain text when no function is needed."""
 
 
-_HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+def _arguments(value: Any) -> Any:
+    """Templates write a call's arguments with ``tojson``: they want the object, not its text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
-def call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+def _hermes_call(call: dict[str, Any]) -> str:
+    function = call.get("function") or {}
+    body = json.dumps({"name": function.get("name"), "arguments": _arguments(function.get("arguments"))})
+    return f"{OPEN}\n{body}\n{CLOSE}"
 
 
-class CallStream:
-    """A forced call's text as it streams, turned into OpenAI's ``tool_calls`` deltas: the id and
-    name as soon as the name is complete, then the arguments as they come. The grammar writes
-    ``{"name": "...", "arguments": ...}``, so the arguments are everything after the head but the
-    wrapper's closing brace (the last character is held back until the end)."""
-
-    def __init__(self):
-        self.text = ""
-        self.start: int | None = None  # where the arguments begin, once the name is known
-        self.sent = 0  # characters of the arguments sent so far
-
-    def feed(self, piece: str) -> list[dict[str, Any]]:
-        self.text += piece
-        out: list[dict[str, Any]] = []
-        if self.start is None:
-            head = _HEAD.match(self.text)
-            if head is None:
-                return out
-            self.start = head.end()
-            out.append({"index": 0, "id": call_id(), "type": "function",
-                        "function": {"name": json.loads(f'"{head.group(1)}"'), "arguments": ""}})
-        return out + self._arguments(self.text[self.start:].rstrip()[:-1])
-
-    def finish(self) -> list[dict[str, Any]]:
-        if self.start is None:
-            return []
-        rest = self.text[self.start:].rstrip()
-        return self._arguments(rest[:-1].rstrip() if rest.endswith("}") and tool_calls_of(self.text) else rest)
-
-    def _arguments(self, available: str) -> list[dict[str, Any]]:
-        new = available[self.sent:]
-        self.sent += len(new)
-        return [{"index": 0, "function": {"arguments": new}}] if new else []
+def prepare_messages(messages: list[dict[str, Any]], plan: ToolPlan | None,
+                     knows_tools: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and template arguments that show the model its tools and its history of
+    calls and results."""
+    if knows_tools:
+        out = []
+        for message in messages:
+            if message.get("tool_calls"):
+                message = {**message, "tool_calls": [
+                    {**c, "function": {**c.get("function", {}), "arguments": _arguments(c.get("function", {}).get("arguments"))}}
+                    for c in message["tool_calls"]]}
+            out.append(message)
+        return out, ({"tools": plan.tools} if plan is not None else {})
+    out = []
+    for message in messages:
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            text = "\n".join([message["content"]] * bool(message["content"]) +
+                             [_hermes_call(c) for c in message["tool_calls"]])
+            out.append({"role": "assistant", "content": text})
+        elif message["role"] == "tool":
+            block = f"<tool_response>\n{message['content']}\n</tool_response>"
+            if out and out[-1].get("tool_results"):  # results of one turn's calls go together
+                out[-1] = {**out[-1], "content": out[-1]["content"] + "\n" + block}
+            else:
+                out.append({"role": "user", "content": block, "tool_results": True})
+        else:
+            out.append(message)
+    out = [{k: v for k, v in m.items() if k not in ("tool_results", "tool_calls", "tool_call_id")} for m in out]
+    if plan is not None:
+        prompt = _TOOL_PROMPT.format(tools="\n".join(json.dumps(t) for t in plan.tools))
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{prompt}"}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out, {}

@@ -96,3 +96,53 @@ def test_a_schema_the_library_rejects_is_a_400_naming_the_problem():
     assert caught.value.param == "response_format"
     with pytest.raises(InvalidRequest, match="regex"):
         compile_constraint(Constraint.regex("(unclosed"))
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"location": {"type": "string", "maxLength": 30},
+                                         "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["location", "unit"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 2}},
+        "required": ["numbers"]}}},
+]
+
+
+def check_calls(text: str, finish: str, minimum: int = 1) -> int:
+    """The answer's calls parse and validate against their tool's schema; returns how many."""
+    from inferd.serving.tool_calls import OPEN, parse
+
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    content, calls = parse(text)
+    assert finish == "stop" and OPEN not in content, (text, finish)
+    assert len(calls) >= minimum, text
+    for call in calls:
+        jsonschema.validate(json.loads(call.arguments), schemas[call.name])
+    return len(calls)
+
+
+async def test_forced_and_named_tool_calls_always_validate(engine):
+    from inferd.serving.tools import tool_plan
+
+    required = tool_plan(TOOLS, "required").constraint
+    await engine.prepare(required)
+    shortest = len(engine._grammars.closing_plan(engine._grammars.matcher(required), 200))
+    for budget in (shortest + 1, 48, 80):
+        for text, tokens, finish in await many(engine, required, 60, budget):
+            check_calls(text, finish)
+            assert len(tokens) <= budget
+    named = tool_plan(TOOLS, {"type": "function", "function": {"name": "add"}}).constraint
+    for text, _, finish in await many(engine, named, 40, 48):
+        assert check_calls(text, finish) == 1 and '"name": "add"' in text
+
+
+async def test_auto_answers_are_text_or_valid_calls(engine):
+    from inferd.serving.tool_calls import OPEN, parse
+    from inferd.serving.tools import tool_plan
+
+    auto = tool_plan(TOOLS, "auto").constraint
+    for text, tokens, finish in await many(engine, auto, 60, 24):
+        content, calls = parse(text)
+        assert not calls and OPEN not in content and content == text  # a random model writes no tags
+        assert finish in ("stop", "length")

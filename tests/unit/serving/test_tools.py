@@ -1,4 +1,5 @@
-"""Forced tool calls: the plan's schema and the streamed call's deltas."""
+"""Tool plans: the grammar each tool_choice gets (checked against SmolLM2's tokenizer) and the
+prompt a template without tools gets."""
 
 from __future__ import annotations
 
@@ -6,38 +7,92 @@ import json
 
 import pytest
 
+from inferd.engine.grammar import compile_constraint
 from inferd.errors import InvalidRequest
-from inferd.serving.tools import CallStream, tool_calls_of, tool_plan
+from inferd.serving.tools import prepare_messages, tool_plan
 
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-
-
-@pytest.mark.parametrize("text", ['{"name":"f","arguments":{"a":"x}","b":[1,{}]}}',
-                                  '{"name": "f", "arguments": {"a": "x}", "b": [1, {}]}}'])
-@pytest.mark.parametrize("size", [1, 3, 7])
-def test_a_streamed_call_names_itself_first_then_streams_its_arguments(text, size):
-    stream, deltas = CallStream(), []
-    for start in range(0, len(text), size):
-        deltas += stream.feed(text[start:start + size])
-    deltas += stream.finish()
-    assert deltas[0]["function"] == {"name": "f", "arguments": ""} and deltas[0]["id"].startswith("call_")
-    arguments = "".join(d["function"]["arguments"] for d in deltas)
-    assert json.loads(arguments) == {"a": "x}", "b": [1, {}]}
-    assert len(deltas) > 2 or size == 7  # arguments arrive in several fragments
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+    "type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call>'
+TIME_CALL = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
 
 
-def test_a_call_cut_short_is_not_a_call():
-    stream = CallStream()
-    stream.feed('{"name":"f","argu')
-    assert stream.finish() == [] and tool_calls_of(stream.text) is None
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    from llguidance.hf import from_tokenizer
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(smollm2_dir)
+    return hf, from_tokenizer(hf, n_vocab=len(hf), eos_token=hf.eos_token_id)
 
 
-def test_plans():
-    assert tool_plan([TOOL], "none") is None and tool_plan(None, "required") is None
-    assert not tool_plan([TOOL], "required").named
-    assert tool_plan([TOOL], {"type": "function", "function": {"name": "f"}}).finish_reason == "stop"
-    schema = json.loads(tool_plan([TOOL], "required").constraint.source)
-    assert list(schema["properties"]) == ["name", "arguments"]  # the name streams first
-    for bad in ("auto", None, {"type": "function", "function": {"name": "g"}}, "sometimes"):
+def accepts(tokenizer, plan, text: str) -> bool:
+    from llguidance import LLMatcher
+
+    hf, lltok = tokenizer
+    matcher = LLMatcher(lltok, compile_constraint(plan.constraint), log_level=0)
+    return matcher.consume_tokens(hf.encode(text, add_special_tokens=False)) and matcher.is_accepting()
+
+
+@pytest.mark.parametrize("choice, texts, ok", [
+    ("auto", ["", "Just text.", "a < b", "Sure." + CALL, CALL, CALL + "\n" + TIME_CALL, "a {b}",
+              CALL.split("\n")[1]], True),
+    ("auto", [CALL + " and more text", "<tool_call>\nnot json\n</tool_call>", CALL.replace('"Paris"', '1'),
+              CALL.replace("get_weather", "get_news"), CALL.replace('"location": "Paris"', '"city": "Paris"'),
+              '{"answer": 4}', "{ not json"], False),
+    ("required", [CALL, TIME_CALL, CALL + "\n" + TIME_CALL], True),
+    ("required", ["", "Just text.", "Sure." + CALL], False),
+    ({"type": "function", "function": {"name": "get_time"}}, [TIME_CALL], True),
+    ({"type": "function", "function": {"name": "get_time"}}, [CALL, TIME_CALL + "\n" + TIME_CALL], False),
+])
+def test_each_choice_allows_what_it_should(tokenizer, choice, texts, ok):
+    plan = tool_plan([WEATHER, TIME], choice)
+    for text in texts:
+        assert accepts(tokenizer, plan, text) is ok, text
+
+
+def test_one_call_when_parallel_calls_are_off(tokenizer):
+    plan = tool_plan([WEATHER, TIME], "auto", parallel=False)
+    assert accepts(tokenizer, plan, CALL) and not accepts(tokenizer, plan, CALL + "\n" + TIME_CALL)
+
+
+def test_plans_and_bad_choices():
+    assert tool_plan([WEATHER], "none") is None and tool_plan(None, "required") is None
+    assert tool_plan([WEATHER], None).choice == "auto" and tool_plan([WEATHER], None).finish_reason == "tool_calls"
+    assert tool_plan([WEATHER], {"type": "function", "function": {"name": "get_weather"}}).finish_reason == "stop"
+    for bad in ({"type": "function", "function": {"name": "g"}}, "sometimes"):
+        with pytest.raises(InvalidRequest) as info:
+            tool_plan([WEATHER], bad)
+        assert info.value.param == "tool_choice"
+    for tools in ([{"type": "function"}], [WEATHER, WEATHER], [{"type": "function", "function": {"name": "f", "parameters": 3}}]):
         with pytest.raises(InvalidRequest):
-            tool_plan([TOOL], bad)
+            tool_plan(tools, "auto")
+    bad_schema = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "a": {"type": "string", "pattern": "(unclosed"}}}}}
+    with pytest.raises(InvalidRequest) as info:
+        compile_constraint(tool_plan([bad_schema], "auto").constraint)
+    assert info.value.param == "tools"
+
+
+def test_a_template_without_tools_gets_the_tool_prompt_and_hermes_history():
+    plan = tool_plan([WEATHER], "auto")
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
+            {"id": "b", "type": "function", "function": {"name": "get_weather", "arguments": {"location": "Rome"}}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "18C"},
+        {"role": "tool", "tool_call_id": "b", "content": "21C"},
+    ]
+    messages, kwargs = prepare_messages(history, plan, knows_tools=False)
+    assert kwargs == {} and [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"].startswith("Be brief.") and json.dumps(WEATHER) in messages[0]["content"]
+    assert messages[2]["content"] == CALL + "\n" + CALL.replace("Paris", "Rome")
+    assert messages[3]["content"] == "<tool_response>\n18C\n</tool_response>\n<tool_response>\n21C\n</tool_response>"
+    assert all(set(m) == {"role", "content"} for m in messages)
+
+    messages, kwargs = prepare_messages(history, plan, knows_tools=True)
+    assert kwargs == {"tools": [WEATHER]} and messages[3] == history[3]
+    assert messages[2]["tool_calls"][0]["function"]["arguments"] == {"location": "Paris"}  # templates want objects
