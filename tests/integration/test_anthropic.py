@@ -63,3 +63,52 @@ async def test_count_tokens_and_errors(sdk, app):
     r = await app.client.post("/anthropic/v1/messages", json={"model": "smol", "max_tokens": 4, "messages": [
         {"role": "user", "content": [{"type": "image", "source": {}}]}]})
     assert r.status_code == 400 and r.json()["type"] == "error" and "image" in r.json()["error"]["message"]
+
+
+WEATHER = {"name": "get_weather", "description": "The weather now in a city",
+           "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+async def test_tool_use_forced_named_and_streamed(sdk):
+    message = await sdk.messages.create(model="smol", max_tokens=60, extra_body={"temperature": 0},
+                                        messages=WEATHER_Q, tools=[WEATHER], tool_choice={"type": "any"})
+    assert message.stop_reason == "tool_use"
+    [use] = [b for b in message.content if b.type == "tool_use"]
+    assert use.id.startswith("toolu_") and use.name == "get_weather" and isinstance(use.input["location"], str)
+    one = await sdk.messages.create(model="smol", max_tokens=60, messages=WEATHER_Q, tools=[WEATHER],
+                                    tool_choice={"type": "tool", "name": "get_weather",
+                                                 "disable_parallel_tool_use": True})
+    assert [b.type for b in one.content] == ["tool_use"] and one.stop_reason == "tool_use"
+    async with sdk.messages.stream(model="smol", max_tokens=60, extra_body={"temperature": 0}, messages=WEATHER_Q,
+                                   tools=[WEATHER], tool_choice={"type": "any"}) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert "content_block_start" in kinds and "input_json" in kinds  # the SDK's event for input_json_delta
+    assert final.content[0].type == "tool_use" and final.content[0].input == use.input
+    assert final.stop_reason == "tool_use"
+
+
+async def test_a_tool_result_round_trip_and_auto(sdk):
+    history = [*WEATHER_Q,
+               {"role": "assistant", "content": [{"type": "text", "text": "Let me look."},
+                                                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                                  "input": {"location": "Paris"}}]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                             "content": [{"type": "text", "text": "21 degrees, sunny"}]}]}]
+    answer = await sdk.messages.create(model="smol", max_tokens=30, extra_body={"temperature": 0},
+                                       messages=history, tools=[WEATHER])
+    assert answer.content[0].type == "text" and answer.content[0].text  # SmolLM2 answers in text under auto
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    with_result = await sdk.messages.count_tokens(model="smol", messages=history, tools=[WEATHER])
+    without = await sdk.messages.count_tokens(model="smol", messages=history[:1], tools=[WEATHER])
+    assert with_result.input_tokens > without.input_tokens + 20
+
+
+async def test_bad_tools_are_400s(app):
+    base = {"model": "smol", "max_tokens": 8, "messages": WEATHER_Q}
+    for extra in ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+                  {"tools": [WEATHER], "tool_choice": {"type": "sometimes"}},
+                  {"tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}}):
+        r = await app.client.post("/anthropic/v1/messages", json={**base, **extra})
+        assert r.status_code == 400 and r.json()["type"] == "error", (extra, r.text)

@@ -77,3 +77,15 @@ async def test_a_tool_result_goes_through_the_template(app):
             assert json.loads(call["function"]["arguments"])["location"]
         assert choice["message"]["content"] or choice["message"].get("tool_calls")
     assert usage[0] - usage[1] >= 20  # the result is in the prompt, inside the template's tool_response
+
+
+async def test_auto_tool_use_on_the_anthropic_surface(app):
+    tool = {"name": "get_weather", "description": "Get the current weather in a city",
+            "input_schema": WEATHER["function"]["parameters"]}
+    r = await app.client.post("/anthropic/v1/messages", json={"model": "qwen", "max_tokens": 60, "temperature": 0,
+                                                              "messages": TOKYO, "tools": [tool]})
+    assert r.status_code == 200, r.text
+    message = r.json()
+    assert message["stop_reason"] == "tool_use"
+    assert [(b["type"], b["name"], b["input"]) for b in message["content"]] == [
+        ("tool_use", "get_weather", {"location": "Tokyo"})]

@@ -19,6 +19,7 @@ class CountTokensRequest(WireModel):
     messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
     system: StrictStr | list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
 
 
 class MessagesRequest(CountTokensRequest):
@@ -28,5 +29,4 @@ class MessagesRequest(CountTokensRequest):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     stream: bool = False
-    tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
