@@ -3,6 +3,7 @@ llama-cpp-python's server, side by side on SmolLM2-135M-Instruct, in one run.
 
     .venv/bin/python benchmarks/generation.py                          # everything
     .venv/bin/python benchmarks/generation.py --systems inferd-vllm,vllm-server --streams 8,32
+    .venv/bin/python benchmarks/generation.py --systems inferd-vllm,vllm-server --streams 32 --tools
 
 For each system and each concurrency C in --streams (1, 8, 32): C clients each open a chat
 completion stream asking for --tokens (128) new tokens (``ignore_eos``, so every answer has
@@ -75,7 +76,7 @@ async def one_stream(session, url, model, tokens, extra) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": tokens,
             "stream": True, "temperature": 1.0, "ignore_eos": True, **extra}
     sent = time.perf_counter()
-    stamps, count, usage, text = [], 0, None, []
+    stamps, count, usage, text, calls = [], 0, None, [], []
     async with session.post(url, json=body) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:300]}")
@@ -87,13 +88,22 @@ async def one_stream(session, url, model, tokens, extra) -> dict:
             if chunk.get("usage"):
                 usage = chunk["usage"]
             for choice in chunk.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
                     stamps.append(time.perf_counter())
-                    text.append(choice["delta"]["content"])
+                    text.append(delta["content"])
                     count += 1
+                for call in delta.get("tool_calls") or []:  # a call: its name, then argument fragments
+                    stamps.append(time.perf_counter())
+                    count += 1
+                    if call.get("id"):
+                        calls.append({"name": (call.get("function") or {}).get("name"), "arguments": ""})
+                    if calls and (call.get("function") or {}).get("arguments"):
+                        calls[-1]["arguments"] += call["function"]["arguments"]
     produced = usage["completion_tokens"] if usage else count
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return {"tokens": produced, "ttft": stamps[0] - sent if stamps else None, "gaps": gaps, "text": "".join(text)}
+    return {"tokens": produced, "ttft": stamps[0] - sent if stamps else None, "gaps": gaps, "text": "".join(text),
+            "calls": calls}
 
 
 def parses(text: str) -> bool:
@@ -121,7 +131,38 @@ async def run_level(url, model, streams, tokens, rounds, extra) -> dict:
         "itl_p50_ms": 1000 * percentile(gaps, 50) if gaps else None,
         "tokens_per_stream": sum(r["tokens"] for r in results) / len(results),
         "parsed": sum(parses(r["text"]) for r in results) / len(results) if "response_format" in extra else None,
+        "valid_calls": sum(valid_call(r["calls"]) for r in results) / len(results) if "tools" in extra else None,
     }
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string", "maxLength": 60}},
+                   "required": ["location"]}}}
+
+
+def valid_call(calls: list[dict]) -> bool:
+    """At least one call, every one get_weather with an object holding a string location."""
+    for call in calls:
+        try:
+            arguments = json.loads(call["arguments"])
+        except ValueError:
+            return False
+        if call["name"] != "get_weather" or not isinstance(arguments, dict) or \
+                not isinstance(arguments.get("location"), str):
+            return False
+    return bool(calls)
+
+
+async def tools_level(url, model, streams, tokens, extra) -> dict:
+    """Tools' cost and correctness at `streams` streams, answers of their natural length (no
+    ignore_eos): without tools, with tools under auto (SmolLM2 answers in text: every token
+    passes the text grammar's mask), and with a forced call (`required`: % of valid calls)."""
+    natural = {**extra, "ignore_eos": False}
+    plain = await run_level(url, model, streams, tokens, 1, natural)
+    auto = await run_level(url, model, streams, tokens, 1, {**natural, "tools": [WEATHER]})
+    forced = await run_level(url, model, streams, tokens, 1, {**natural, "tools": [WEATHER], "tool_choice": "required"})
+    return {"plain": plain, "auto": auto, "required": forced}
 
 
 STORY = {"type": "object", "properties": {
@@ -190,6 +231,8 @@ def plans(args, work: Path) -> list[dict]:
                        "--max-model-len", "2048", "--disable-log-stats"]
             if args.eager:
                 command.append("--enforce-eager")
+            if args.tools:  # its way to serve tool_choice auto (Hermes tags, as inferd writes them)
+                command += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
             # -tuned: the core reservation inferd's vLLM runtime picks on small machines (backends/vllm.py)
             env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} if name.endswith("-tuned") else {}
             out.append({"name": name, "model": MODEL, "extra": {"stream_options": {"include_usage": True}}, "env": env,
@@ -215,6 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (both vLLM systems)")
     parser.add_argument("--structured", action="store_true",
                         help="also run the largest level with a json_schema, and time a new schema's first request")
+    parser.add_argument("--tools", action="store_true",
+                        help="also run the largest level with tools (auto, required) against the same without")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
     levels = [int(x) for x in args.streams.split(",")]
@@ -252,6 +297,16 @@ def main(argv=None) -> int:
                           f"decode {c / result['itl_p50_ms'] * 1000:.0f} tok/s by ITL; 1 stream TTFT: no schema "
                           f"{result['ttft_plain_ms']:.0f} ms, new schema {result['ttft_new_schema_ms']:.0f} ms, "
                           f"same again {result['ttft_same_schema_ms']:.0f} ms", flush=True)
+                if args.tools and plan["name"] in ("inferd-vllm", "vllm-server", "inferd-transformers"):
+                    c = max(levels)
+                    result = asyncio.run(tools_level(plan["url"], plan["model"], c, args.tokens, plan["extra"]))
+                    for kind, level in result.items():
+                        rows.append({"system": f"{plan['name']}+tools-{kind}", "streams": c, **level})
+                        print(f"  {plan['name'] + ' tools ' + kind:28s} {c:3d} streams: {level['tok_s']:7.1f} tok/s  "
+                              f"ttft p50 {level['ttft_p50_ms']:7.0f} ms  itl p50 {level['itl_p50_ms'] or 0:6.1f} ms  "
+                              f"({level['tokens_per_stream']:.0f} tok/stream"
+                              + (f", {100 * level['valid_calls']:.0f}% valid calls" if kind == "required" else "")
+                              + ")", flush=True)
             except Exception as exc:  # noqa: BLE001 - report and go on with the next system
                 print(f"  {plan['name']} failed: {exc}")
                 failed = True
@@ -281,6 +336,15 @@ def main(argv=None) -> int:
     mine, theirs = by.get(("inferd-vllm+schema", top)), by.get(("vllm-server+schema", top))
     if mine and theirs:
         print(f"  {top:3d} streams with a json_schema: inferd-vllm / vllm-server {mine['tok_s'] / theirs['tok_s']:.2f}")
+    for name in ("inferd-vllm", "vllm-server", "inferd-transformers"):
+        plain, auto = by.get((name + "+tools-plain", top)), by.get((name + "+tools-auto", top))
+        if plain and auto:
+            print(f"  {top:3d} streams: {name} tools auto / no tools: decode rate by ITL "
+                  f"{plain['itl_p50_ms'] / auto['itl_p50_ms']:.2f}, throughput {auto['tok_s'] / plain['tok_s']:.2f}")
+    mine, theirs = by.get(("inferd-vllm+tools-required", top)), by.get(("vllm-server+tools-required", top))
+    if mine and theirs:
+        print(f"  {top:3d} streams, forced calls: valid inferd-vllm {100 * mine['valid_calls']:.0f}% vs vllm-server "
+              f"{100 * theirs['valid_calls']:.0f}%; throughput {mine['tok_s'] / theirs['tok_s']:.2f}")
     tf, static = by.get(("inferd-transformers", 32)), by.get(("static-32", 32))
     if tf and static:
         print(f"   32 streams: inferd-transformers / static batch-32 generate {tf['tok_s'] / static['tok_s']:.2f}")

@@ -150,3 +150,40 @@ async def test_tool_calls_on_both_runtimes(both):
         text = await ask(0, temperature=0)  # auto: SmolLM2 answers in text
         assert text["finish_reason"] in ("stop", "length") and "<tool" not in text["message"]["content"]
     assert greedy[0] == greedy[1]
+
+
+async def test_many_sampled_structured_answers_on_vllm(both):
+    """The vLLM runtime's logits processor under load, sampled (temperature 1) at tight budgets:
+    json_object, a nested schema, a regex and forced tool calls, 40 each; all parse and validate."""
+    import asyncio
+    import json
+    import re
+
+    import jsonschema
+
+    from tests.unit.engine.test_structured import SCHEMA, TOOLS
+
+    pattern = r"[A-Z][a-z]{2,6}-\d{3}"
+    cases = [
+        ({"response_format": {"type": "json_object"}}, lambda text: isinstance(json.loads(text), dict)),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "pet", "schema": SCHEMA}}},
+         lambda text: jsonschema.validate(json.loads(text), SCHEMA) is None),
+        ({"response_format": {"type": "regex", "regex": pattern}}, lambda text: re.fullmatch(pattern, text)),
+    ]
+
+    async def one(seed, extra):
+        r = await both.client.post("/v1/openai/chat/completions", json={
+            "model": "on-vllm", "messages": QUESTION, "seed": seed, "temperature": 1.0,
+            "max_tokens": 30 + seed % 20, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    for extra, valid in cases:
+        for choice in await asyncio.gather(*[one(seed, extra) for seed in range(40)]):
+            assert choice["finish_reason"] == "stop" and valid(choice["message"]["content"]), (extra, choice)
+    tools = {"tools": TOOLS, "tool_choice": "required"}
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    for choice in await asyncio.gather(*[one(seed, {**tools, "max_tokens": 48 + seed % 20}) for seed in range(40)]):
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["tool_calls"], choice
+        for call in choice["message"]["tool_calls"]:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])

@@ -11,8 +11,9 @@ is consumed. It also keeps the answer valid within the token budget: it plans th
 way to close what is open (``GrammarFactory.closing_plan``) and, when the budget left is just
 enough for that plan, forces it token by token, so even a model that would nest forever
 returns JSON that parses. Only when the closing itself cannot fit does a sequence end with
-``length`` (its text as it is). The vLLM runtime hands the same constraint to vLLM's own
-structured outputs.
+``length`` (its text as it is); a state that could end as it is (text beside tools) is never
+forced, but continuations the budget could not close (another tool call) are dropped. The vLLM
+runtime runs the same matchers in inferd's own vLLM logits processor (backends/vllm_grammar.py).
 """
 
 from __future__ import annotations
