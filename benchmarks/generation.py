@@ -154,14 +154,24 @@ def valid_call(calls: list[dict]) -> bool:
     return bool(calls)
 
 
-async def tools_level(url, model, streams, tokens, extra) -> dict:
+async def tools_level(url, model, streams, tokens, extra, writes_tool_prompt: bool) -> dict:
     """Tools' cost and correctness at `streams` streams, answers of their natural length (no
     ignore_eos): without tools, with tools under auto (SmolLM2 answers in text: every token
-    passes the text grammar's mask), and with a forced call (`required`: % of valid calls)."""
+    passes the text grammar's mask), and with a forced call (`required`: % of valid calls).
+    Every level has the same prompt: inferd's tool prompt (SmolLM2's template knows no tools, so
+    inferd writes it into the system message); where the server does not write it (vLLM's
+    server, or inferd without tools), the request carries it as its system message."""
+    sys.path.insert(0, str(REPO / "src"))
+    from inferd.serving.tools import prepare_messages, tool_plan
+
+    question = [{"role": "user", "content": QUESTION}]
+    prompted, _ = prepare_messages(question, tool_plan([WEATHER], "auto"), knows_tools=False)
     natural = {**extra, "ignore_eos": False}
-    plain = await run_level(url, model, streams, tokens, 1, natural)
-    auto = await run_level(url, model, streams, tokens, 1, {**natural, "tools": [WEATHER]})
-    forced = await run_level(url, model, streams, tokens, 1, {**natural, "tools": [WEATHER], "tool_choice": "required"})
+    written = {**natural, "messages": prompted}
+    tooled = natural if writes_tool_prompt else written
+    plain = await run_level(url, model, streams, tokens, 1, written)
+    auto = await run_level(url, model, streams, tokens, 1, {**tooled, "tools": [WEATHER]})
+    forced = await run_level(url, model, streams, tokens, 1, {**tooled, "tools": [WEATHER], "tool_choice": "required"})
     return {"plain": plain, "auto": auto, "required": forced}
 
 
@@ -299,7 +309,8 @@ def main(argv=None) -> int:
                           f"same again {result['ttft_same_schema_ms']:.0f} ms", flush=True)
                 if args.tools and plan["name"] in ("inferd-vllm", "vllm-server", "inferd-transformers"):
                     c = max(levels)
-                    result = asyncio.run(tools_level(plan["url"], plan["model"], c, args.tokens, plan["extra"]))
+                    result = asyncio.run(tools_level(plan["url"], plan["model"], c, args.tokens, plan["extra"],
+                                                     writes_tool_prompt=plan["name"].startswith("inferd-")))
                     for kind, level in result.items():
                         rows.append({"system": f"{plan['name']}+tools-{kind}", "streams": c, **level})
                         print(f"  {plan['name'] + ' tools ' + kind:28s} {c:3d} streams: {level['tok_s']:7.1f} tok/s  "
