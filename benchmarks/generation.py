@@ -161,7 +161,6 @@ async def tools_level(url, model, streams, tokens, extra, writes_tool_prompt: bo
     Every level has the same prompt: inferd's tool prompt (SmolLM2's template knows no tools, so
     inferd writes it into the system message); where the server does not write it (vLLM's
     server, or inferd without tools), the request carries it as its system message."""
-    sys.path.insert(0, str(REPO / "src"))
     from inferd.serving.tools import prepare_messages, tool_plan
 
     question = [{"role": "user", "content": QUESTION}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,6 +61,20 @@ class AppHarness:
         self.app = app
         self.client = client
         self.state = app.state.inferd
+
+
+async def sse(client, url, body) -> list:
+    """A streamed request's events (parsed JSON), checked to be an event stream ending with [DONE]."""
+    events = []
+    async with client.stream("POST", url, json=body) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                data = line[6:]
+                events.append(data if data == "[DONE]" else json.loads(data))
+    assert events[-1] == "[DONE]"
+    return events[:-1]
 
 
 async def _start(settings: Settings, catalog=None) -> AsyncIterator[AppHarness]:

@@ -4,7 +4,6 @@ SmolLM2's real weights for answers, a tiny random model for the mechanics."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from inferd.accounts.models import UsageRecord
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from tests.conftest import make_settings, start_app
+from tests.conftest import make_settings, sse, start_app
 
 PRICING = {"type": "tokens", "cents_per_input_token": 0.00001, "cents_per_output_token": 0.00002}
 CHAT = "/v1/openai/chat/completions"
@@ -29,19 +28,6 @@ async def gen(tmp_path_factory, smollm2_dir, tiny_lm_dir):
     ])
     async for h in start_app(make_settings(tmp_path_factory.mktemp("gen")), catalog):
         yield h
-
-
-async def sse(client, url, body) -> list:
-    events = []
-    async with client.stream("POST", url, json=body) as r:
-        assert r.status_code == 200, await r.aread()
-        assert r.headers["content-type"].startswith("text/event-stream")
-        async for line in r.aiter_lines():
-            if line.startswith("data: "):
-                data = line[6:]
-                events.append(data if data == "[DONE]" else json.loads(data))
-    assert events[-1] == "[DONE]"
-    return events[:-1]
 
 
 async def test_chat_answers_with_usage_and_cost(gen):

@@ -12,7 +12,7 @@ import pytest
 
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from tests.conftest import make_settings, start_app
+from tests.conftest import make_settings, sse, start_app
 
 CHAT = "/v1/openai/chat/completions"
 CITY = {"type": "object", "properties": {"country": {"type": "string", "maxLength": 40},
@@ -63,12 +63,9 @@ async def test_streamed_json_schema_parses_when_joined(app):
     body = {"model": "tiny", "messages": ask("x"), "max_tokens": 40, "seed": 3, "stream": True,
             "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": CITY}}}
     text = ""
-    async with app.client.stream("POST", CHAT, json=body) as r:
-        assert r.status_code == 200
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices") or []:
-                    text += choice["delta"].get("content") or ""
+    for chunk in await sse(app.client, CHAT, body):
+        for choice in chunk.get("choices") or []:
+            text += choice["delta"].get("content") or ""
     jsonschema.validate(json.loads(text), CITY)
 
 
@@ -160,13 +157,10 @@ async def test_a_streamed_call_names_itself_then_sends_arguments(app):
     body = {"model": "tiny", "messages": ask("x"), "max_tokens": 60, "seed": 5, "stream": True,
             "tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": False}
     deltas, finish = [], None
-    async with app.client.stream("POST", CHAT, json=body) as r:
-        assert r.status_code == 200
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices") or []:
-                    deltas.append(choice["delta"])
-                    finish = choice["finish_reason"] or finish
+    for chunk in await sse(app.client, CHAT, body):
+        for choice in chunk.get("choices") or []:
+            deltas.append(choice["delta"])
+            finish = choice["finish_reason"] or finish
     calls = [d["tool_calls"][0] for d in deltas if d.get("tool_calls")]
     assert calls[0]["function"]["name"] == "get_weather" and calls[0]["id"].startswith("call_")
     arguments = "".join(c["function"]["arguments"] for c in calls)

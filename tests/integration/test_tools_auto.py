@@ -10,7 +10,7 @@ import pytest
 
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from tests.conftest import make_settings, start_app
+from tests.conftest import make_settings, sse, start_app
 
 CHAT = "/v1/openai/chat/completions"
 WEATHER = {"type": "function", "function": {
@@ -47,12 +47,10 @@ async def test_auto_answers_in_text_when_the_model_writes_text(app):
 async def test_a_streamed_auto_call(app):
     body = {"model": "qwen", "messages": TOKYO, "temperature": 0, "max_tokens": 60, "tools": [WEATHER], "stream": True}
     deltas, finish = [], None
-    async with app.client.stream("POST", CHAT, json=body) as r:
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices") or []:
-                    deltas.append(choice["delta"])
-                    finish = choice["finish_reason"] or finish
+    for chunk in await sse(app.client, CHAT, body):
+        for choice in chunk.get("choices") or []:
+            deltas.append(choice["delta"])
+            finish = choice["finish_reason"] or finish
     pieces = [d["tool_calls"][0] for d in deltas if d.get("tool_calls")]
     assert pieces[0]["function"]["name"] == "get_weather" and pieces[0]["id"].startswith("call_")
     assert len(pieces) > 2  # the arguments come in fragments

@@ -22,7 +22,7 @@ async def _rerank(body: CohereRerankRequest, request: Request, ctx: RequestConte
     query = RerankQuery(model=body.model, documents=texts, query=body.query,
                         max_tokens_per_doc=body.max_tokens_per_doc if version == 2 else None)
     result = await cancellable(request, state.rerank.rerank(query, ctx))
-    return FastJSONResponse(cohere_body(result, body.documents, body.top_n, body.return_documents, version))
+    return FastJSONResponse(cohere_body(result, texts, body.top_n, body.return_documents, version))
 
 
 @router.post("/v1/rerank", response_model=CohereRerankResponse, response_class=FastJSONResponse)

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from inferd.catalog.sources import resolve_source
 from inferd.catalog.spec import ModelSpec
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +51,11 @@ class Backend(ABC):
         self.threads = threads  # intra-op threads per forward pass; None: the runtime's default
         self.cache_dir = cache_dir  # where converted checkpoints and compiled artefacts go
         self.path: Path | None = None
+
+    def fit_context(self, own: int) -> int:
+        """The model's own context length, cut to the catalog's ``limits.context_length`` if smaller."""
+        wanted = self.spec.limits.context_length
+        return int(min(own, wanted) if wanted else own)
 
     def resolve(self) -> Path:
         """Where the weights are (may download: call it from load(), off the event loop)."""
@@ -109,11 +112,13 @@ class RerankBackend(EncoderBackend):
         return 1.0 / (1.0 + np.exp(-raw))
 
     def probe_input(self) -> EncoderInput:
-        return RerankPair("hello", "hello " * 64) if self.scoring == "pairs" else "hello " * 64
+        return RerankPair("hello", "hello " * 64) if self.scoring == "pairs" else super().probe_input()
 
 
-def right_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> (input_ids, attention_mask), both [len(batch), longest] int64."""
+def right_pad(batch: Sequence[Sequence[int]], pad_id: int):
+    """Token id lists -> (input_ids, attention_mask), both torch int64 [len(batch), longest]."""
+    import torch
+
     width = max(len(ids) for ids in batch)
     input_ids = np.full((len(batch), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -43,8 +43,7 @@ class CrossEncoderBackend(RerankBackend):
         self.vocab_size = len(self.tokenizer)
         own = encoder.max_length or getattr(self.tokenizer, "model_max_length", 512)
         own = min(int(own), int(getattr(self.model.config, "max_position_embeddings", own) or own))
-        wanted = self.spec.limits.context_length
-        self.context_length = min(own, wanted) if wanted else own
+        self.context_length = self.fit_context(own)
         self._rust = _plain_copy(self.tokenizer.backend_tokenizer)
         self._pair_specials = self._rust.num_special_tokens_to_add(True)
         self._pad_id = self.tokenizer.pad_token_id or 0

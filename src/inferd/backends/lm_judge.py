@@ -63,8 +63,7 @@ class LMJudgeBackend(RerankBackend):
         self._head_bias = head.bias[answer].detach().float() if getattr(head, "bias", None) is not None else None
         self.vocab_size = len(self.tokenizer)
         own = int(getattr(model.config, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
-        wanted = self.spec.limits.context_length
-        self.context_length = min(own, wanted) if wanted else own
+        self.context_length = self.fit_context(own)
         if self.context_length <= len(self._prefix) + len(self._suffix) + 8:
             raise ValueError(f"context of {self.context_length} tokens leaves no room for the judge prompt")
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -37,8 +37,7 @@ class SentenceTransformerBackend(EncoderBackend):
         self.dimensions = int(_embedding_dimension(model))
         self.vocab_size = len(self.tokenizer)
         own_length = model.max_seq_length or getattr(self.tokenizer, "model_max_length", 512)
-        wanted = self.spec.limits.context_length
-        self.context_length = min(own_length, wanted) if wanted else own_length
+        self.context_length = self.fit_context(own_length)
         self.normalizes = any(isinstance(module, Normalize) for module in model)
         self._rust = _plain_copy(self.tokenizer.backend_tokenizer)
         self._prefix, self._suffix = _special_wrapping(self._rust)

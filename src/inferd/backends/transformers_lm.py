@@ -96,8 +96,7 @@ class TransformersLMBackend(Backend):
         ).eval()
         config = self.model.config
         own = getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length
-        wanted = self.spec.limits.context_length
-        self.context_length = int(min(own, wanted) if wanted else own)
+        self.context_length = self.fit_context(own)
         self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         self.vocab_size = int(getattr(config, "vocab_size", 0) or len(self.tokenizer))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -175,8 +175,8 @@ _GROWTH = 8  # a bound on how much a closing plan grows per generated token: ope
 class BudgetedMatcher:
     """A sequence's matcher that keeps its answer valid within ``max_tokens``.
 
-    ``allowed(generated)`` is the mask for the next token: the grammar's, until the budget
-    left could be needed to close what is open; then the closing plan's tokens, one a step.
+    The mask for the next token (``masks``) is the grammar's, until the budget left could be
+    needed to close what is open; then the closing plan's tokens, one a step.
     The plan is made again only when the budget could have come within reach of it (it grows
     by at most _GROWTH a token), so it costs a few searches per sequence, most near the end.
     ``consume(token)`` advances it; ``done`` says the grammar has finished.
@@ -191,10 +191,6 @@ class BudgetedMatcher:
         self.forced: list[int] = []
         self.plan_length = 0
         self.plan_at = -1  # tokens generated when the last plan was made (-1: none yet)
-
-    def allowed(self, generated: int, vocab: int):
-        """The mask for the next token, bool [vocab] (one row; ``masks`` does a batch)."""
-        return masks([self], [generated], vocab)[0]
 
     def forced_token(self, generated: int) -> int | None:
         """The closing plan's next token when the budget requires it, else None (free: the grammar's mask)."""
@@ -263,8 +259,7 @@ def masks(rows: list[BudgetedMatcher], generated: list[int], vocab: int):
         words = allocate_token_bitmask(len(free), vocab)
         fill_next_token_bitmask_par(_EXECUTOR, [(rows[i].matcher, j) for j, i in enumerate(free)], words)
         out[free] = _unpack(words, vocab)
-        counts = out[free].sum(1).tolist()
-        for i, count in zip(free, counts, strict=True):
-            if 1 < count <= _FEW and rows[i].matcher.is_accepting():
+        for i in free:  # a state that could end here: check its few continuations against the budget
+            if rows[i].matcher.is_accepting() and 1 < int(out[i].sum()) <= _FEW:
                 rows[i].safe_continuations(out[i], generated[i])
     return out

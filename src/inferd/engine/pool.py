@@ -34,7 +34,8 @@ class _Unloadable(Engine):
         pass
 
 
-_ENCODER_TASKS = (Task.EMBEDDINGS, Task.RERANKER)
+# the tasks the encoder engine serves, and the backend class each needs
+_ENCODER_BACKENDS = {Task.EMBEDDINGS: EncoderBackend, Task.RERANKER: RerankBackend}
 
 
 def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
@@ -44,13 +45,12 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             ref.spec,
             ref.version.source,
             dict(ref.spec.options),
-            threads=settings.threads_per_worker() if ref.spec.task in _ENCODER_TASKS else settings.torch_threads,
+            threads=settings.threads_per_worker() if ref.spec.task in _ENCODER_BACKENDS else settings.torch_threads,
             cache_dir=settings.resolved_cache_dir(),
         )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
         return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
-    encodes = ref.spec.task is Task.EMBEDDINGS or (ref.spec.task is Task.RERANKER and isinstance(backend, RerankBackend))
-    if isinstance(backend, EncoderBackend) and encodes:
+    if isinstance(backend, _ENCODER_BACKENDS.get(ref.spec.task, ())):
         return EncoderEngine(
             ref,
             backend,

@@ -14,7 +14,7 @@ from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
-from inferd.serving.metering import Charge, Meter
+from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
 
@@ -85,13 +85,13 @@ def _postprocess(vectors: np.ndarray, query: EmbedQuery, normalized: bool) -> np
     if query.dimensions is not None and query.dimensions < vectors.shape[1]:
         vectors = vectors[:, : query.dimensions]
         if normalized:
-            vectors = _l2(vectors)
+            vectors = l2_normalise(vectors)
     if query.normalize and not normalized:
-        vectors = _l2(vectors)
+        vectors = l2_normalise(vectors)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _l2(vectors: np.ndarray) -> np.ndarray:
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
@@ -139,11 +139,5 @@ def native_body(result: Embedded, ctx: RequestContext) -> dict:
         "embeddings": result.vectors,
         "input_tokens": result.input_tokens,
         "request_id": ctx.request_id,
-        "inference_status": {
-            "status": "succeeded",
-            "runtime_ms": result.charge.runtime_ms,
-            "cost": result.charge.cost_usd,
-            "tokens_input": result.input_tokens,
-            "tokens_generated": 0,
-        },
+        "inference_status": inference_status(result.charge, result.input_tokens),
     }

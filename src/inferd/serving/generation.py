@@ -52,7 +52,7 @@ class Run:
         self.charge: Charge | None = None
         self._meter = service.meter
         self._iterating: AsyncIterator | None = None
-        self.tools = None  # a ToolPlan when the answer is a forced tool call (serving/tools.py)
+        self.tools = None  # a ToolPlan when the request has tools (serving/tools.py)
 
     @property
     def usage(self) -> dict:

@@ -82,3 +82,14 @@ class Metered:
         cancelled = exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, GeneratorExit, ClientDisconnected))
         nothing = Charge(Units(), 0.0, self._ctx.elapsed_ms())
         self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", Units(), nothing)
+
+
+def inference_status(charge: Charge, input_tokens: int, generated_tokens: int = 0) -> dict:
+    """DeepInfra's ``inference_status`` of a request that succeeded (native routes)."""
+    return {
+        "status": "succeeded",
+        "runtime_ms": charge.runtime_ms,
+        "cost": charge.cost_usd,
+        "tokens_input": input_tokens,
+        "tokens_generated": generated_tokens,
+    }

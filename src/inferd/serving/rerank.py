@@ -23,7 +23,8 @@ from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
-from inferd.serving.metering import Charge, Meter
+from inferd.serving.embeddings import l2_normalise
+from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
 
@@ -75,8 +76,7 @@ class RerankService:
             else:
                 distinct = list(dict.fromkeys(queries))
                 result = await engine.embed(distinct + documents)
-                vectors = result.embeddings.astype(np.float64)
-                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                vectors = l2_normalise(result.embeddings.astype(np.float64))
                 where = {q: i for i, q in enumerate(distinct)}
                 query_rows = vectors[[where[q] for q in queries]]
                 raw = np.einsum("ij,ij->i", query_rows, vectors[len(distinct):])
@@ -121,31 +121,21 @@ def _cut_documents(backend: RerankBackend, documents: list[str], limit: int) -> 
 
 
 # ---------------------------------------------------------------- dialect shapes
-def _text(document) -> str:
-    return document if isinstance(document, str) else document.text
-
-
 def native_body(result: Reranked, ctx: RequestContext) -> dict:
     return {
         "scores": [float(x) for x in result.scores],
         "input_tokens": result.input_tokens,
         "request_id": ctx.request_id,
-        "inference_status": {
-            "status": "succeeded",
-            "runtime_ms": result.charge.runtime_ms,
-            "cost": result.charge.cost_usd,
-            "tokens_input": result.input_tokens,
-            "tokens_generated": 0,
-        },
+        "inference_status": inference_status(result.charge, result.input_tokens),
     }
 
 
-def cohere_body(result: Reranked, documents: Sequence, top_n: int | None, return_documents: bool, version: int) -> dict:
+def cohere_body(result: Reranked, documents: Sequence[str], top_n: int | None, return_documents: bool, version: int) -> dict:
     results = []
     for index in result.ranked(top_n):
         item: dict = {"index": index, "relevance_score": float(result.scores[index])}
         if return_documents and version == 1:
-            item["document"] = {"text": _text(documents[index])}
+            item["document"] = {"text": documents[index]}
         results.append(item)
     meta: dict = {"api_version": {"version": str(version)}, "billed_units": {"search_units": 1}}
     if version == 2:

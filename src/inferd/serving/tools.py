@@ -132,9 +132,14 @@ def _arguments(value: Any) -> Any:
     return value
 
 
-def _hermes_call(call: dict[str, Any]) -> str:
+def _object_arguments(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function") or {}
-    body = json.dumps({"name": function.get("name"), "arguments": _arguments(function.get("arguments"))})
+    return {**call, "function": {**function, "arguments": _arguments(function.get("arguments"))}}
+
+
+def _hermes_call(call: dict[str, Any]) -> str:
+    function = _object_arguments(call)["function"]
+    body = json.dumps({"name": function.get("name"), "arguments": function["arguments"]})
     return f"{OPEN}\n{body}\n{CLOSE}"
 
 
@@ -143,29 +148,25 @@ def prepare_messages(messages: list[dict[str, Any]], plan: ToolPlan | None,
     """The messages and template arguments that show the model its tools and its history of
     calls and results."""
     if knows_tools:
-        out = []
-        for message in messages:
-            if message.get("tool_calls"):
-                message = {**message, "tool_calls": [
-                    {**c, "function": {**c.get("function", {}), "arguments": _arguments(c.get("function", {}).get("arguments"))}}
-                    for c in message["tool_calls"]]}
-            out.append(message)
+        out = [{**m, "tool_calls": [_object_arguments(c) for c in m["tool_calls"]]} if m.get("tool_calls") else m
+               for m in messages]
         return out, ({"tools": plan.tools} if plan is not None else {})
     out = []
+    results = False  # the last message holds tool results: the results of one turn's calls go together
     for message in messages:
-        if message["role"] == "assistant" and message.get("tool_calls"):
-            text = "\n".join([message["content"]] * bool(message["content"]) +
-                             [_hermes_call(c) for c in message["tool_calls"]])
-            out.append({"role": "assistant", "content": text})
-        elif message["role"] == "tool":
-            block = f"<tool_response>\n{message['content']}\n</tool_response>"
-            if out and out[-1].get("tool_results"):  # results of one turn's calls go together
-                out[-1] = {**out[-1], "content": out[-1]["content"] + "\n" + block}
+        role, content = message["role"], message["content"]
+        if role == "tool":
+            block = f"<tool_response>\n{content}\n</tool_response>"
+            if results:
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + block}
             else:
-                out.append({"role": "user", "content": block, "tool_results": True})
+                out.append({"role": "user", "content": block})
+        elif role == "assistant" and message.get("tool_calls"):
+            text = "\n".join([content] * bool(content) + [_hermes_call(c) for c in message["tool_calls"]])
+            out.append({"role": "assistant", "content": text})
         else:
-            out.append(message)
-    out = [{k: v for k, v in m.items() if k not in ("tool_results", "tool_calls", "tool_call_id")} for m in out]
+            out.append({k: v for k, v in message.items() if k not in ("tool_calls", "tool_call_id")})
+        results = role == "tool"
     if plan is not None:
         prompt = _TOOL_PROMPT.format(tools="\n".join(json.dumps(t) for t in plan.tools))
         if out and out[0]["role"] == "system":

@@ -127,7 +127,7 @@ async def test_forced_and_named_tool_calls_always_validate(engine):
 
     required = tool_plan(TOOLS, "required").constraint
     await engine.prepare(required)
-    shortest = len(engine._grammars.closing_plan(engine._grammars.matcher(required), 200))
+    shortest = len(engine.grammars().closing_plan(engine.grammars().matcher(required), 200))
     for budget in (shortest + 1, 48, 80):
         for text, tokens, finish in await many(engine, required, 60, budget):
             check_calls(text, finish)
