@@ -289,6 +289,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def measured_catalog(path: Path) -> Path:
+    """The default catalog with only the model this benchmark measures (no LLM to wait for)."""
+    from importlib import resources
+
+    import yaml
+
+    data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
+    data["models"] = [m for m in data["models"] if m["id"] == MODEL]
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def server_plans(args, workdir: Path) -> list[dict]:
     """How to start each server, when it is ready, and where its embeddings route is."""
     plans = []
@@ -296,7 +308,9 @@ def server_plans(args, workdir: Path) -> list[dict]:
         port = args.port_base or free_port()
         plans.append(dict(
             name="inferd", timeout=120, is_ready=inferd_ready,
-            command=[str(Path(sys.executable).parent / "inferd"), "serve", "--no-auth", "--port", str(port),
+            # --worker: the server process itself, without its supervisor, so its CPU is what is measured
+            command=[str(Path(sys.executable).parent / "inferd"), "serve", "--worker", "--no-auth", "--port", str(port),
+                     "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
                      "--data-dir", str(workdir / "inferd-data")],
             health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
         ))

@@ -229,7 +229,7 @@ def plans(args, work: Path) -> list[dict]:
             catalog = catalog_yaml(work / f"{name}.yaml", backend, args)
             out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
                         "url": f"{base}/v1/openai/chat/completions",
-                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--port", str(port), "--no-auth",
+                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--port", str(port), "--no-auth",
                                     "--catalog", str(catalog), "--data-dir", str(work / name)]})
         elif name in ("vllm-server", "vllm-server-tuned"):
             python = PEERS / "vllm" / "bin" / "python"

@@ -214,7 +214,7 @@ def main(argv=None) -> int:
             port = free_port()
             plans.append({"name": "inferd", "url": f"http://127.0.0.1:{port}/rerank", "models": list(paths),
                           "health": f"http://127.0.0.1:{port}/health", "ready": inferd_ready,
-                          "command": [str(REPO / ".venv/bin/inferd"), "serve", "--no-auth", "--port", str(port),
+                          "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--no-auth", "--port", str(port),
                                       "--catalog", str(catalog(work / "catalog.yaml", paths)),
                                       "--data-dir", str(work / "inferd")]})
         if "infinity" in args.systems and "cross-encoder" in paths:

@@ -168,14 +168,20 @@ def qwen_coder_dir() -> Path:
     return gguf_checkpoint(gguf, TEST_CACHE / "converted", dtype="float32", progress=False)
 
 
-def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+@pytest.fixture(scope="session")
+def tiny_vllm_lm_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """The tiny random Llama with 64-wide attention heads (vLLM's CPU attention needs >= 32)."""
+    return build_tiny_lm(smollm2_dir, tmp_path_factory.mktemp("tiny-vllm-lm"), hidden=128, heads=2)
+
+
+def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0, hidden: int = 64, heads: int = 4) -> Path:
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )

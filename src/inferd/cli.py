@@ -53,8 +53,19 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING... [env INFERD_LOG_LEVEL]")] = None,
     log_format: Annotated[str | None, typer.Option(help="'text' or 'json' [env INFERD_LOG_FORMAT]")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request")] = False,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True, help="Run the server itself, unsupervised")] = False,
 ) -> None:
-    """Start the server: load the catalog's models and serve every API on HOST:PORT."""
+    """Start the server: load the catalog's models and serve every API on HOST:PORT.
+
+    The server runs under a small supervisor: however it ends (SIGTERM/SIGINT, a crash, the
+    OOM killer), every process it started (vLLM's engine) ends with it."""
+    if not worker:
+        import sys
+
+        from inferd.supervisor import supervise
+
+        raise typer.Exit(supervise([sys.executable, "-m", "inferd", *sys.argv[1:], "--worker"]))
+
     import uvicorn
 
     from inferd.api import create_app
@@ -90,6 +101,10 @@ def serve(
         http="httptools",
         timeout_graceful_shutdown=10,
     )
+    from inferd.supervisor import exit_now, reap_children
+
+    reap_children()
+    exit_now(0)
 
 
 @models_app.command("list")

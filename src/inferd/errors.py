@@ -9,7 +9,8 @@
      +-- InputTooLarge             413  too many inputs, or too long with too_long=error
      +-- Overloaded                429  queue full (Retry-After)
      +-- ModelNotReady             503  still loading (Retry-After)
-     +-- ModelUnavailable          503  failed to load; the reason is in the message
+     +-- ModelUnavailable          503  failed to load, or its engine died; the reason is in the message
+     +-- ServiceUnavailable        503  a part the request needs (the database) is unreachable (Retry-After)
      +-- ClientDisconnected        499  the client went away; nothing is sent
      +-- EngineError               500  the runtime failed on a request
 
@@ -79,6 +80,11 @@ class ModelUnavailable(InferdError):
     kind = "service_unavailable"
 
 
+class ServiceUnavailable(InferdError):
+    code = "service_unavailable"
+    kind = "service_unavailable"
+
+
 class ClientDisconnected(InferdError):
     code = "client_disconnected"
     kind = "client_error"
@@ -100,6 +106,7 @@ STATUS_TABLE: tuple[tuple[type[InferdError], int], ...] = (
     (Overloaded, 429),
     (ModelNotReady, 503),
     (ModelUnavailable, 503),
+    (ServiceUnavailable, 503),
     (ClientDisconnected, 499),
     (EngineError, 500),
     (InferdError, 500),

@@ -40,7 +40,18 @@ class Settings(BaseSettings):
     too_long: Literal["truncate", "error"] = Field(
         "truncate", description="inputs longer than the model's context: truncate them, or answer 413"
     )
-    max_inputs_per_request: int = 2048
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="texts to embed, documents to rerank or prompts to complete in one request"
+    )
+    max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; past it, 413")
+    max_messages: int = Field(2048, ge=1, description="chat messages in one request")
+    template_timeout_s: float = Field(
+        5.0, gt=0, description="longest a chat template may take to render and tokenise; past it, 400"
+    )
+
+    # --- who may see what
+    metrics_auth: bool = Field(False, description="/metrics answers only to admin tokens")
+    docs_auth: bool = Field(False, description="/docs, /redoc and /openapi.json answer only to admin tokens")
 
     # --- engine
     batch_wait_ms: float = Field(3.0, description="longest a batch waits to fill under load")

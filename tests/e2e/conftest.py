@@ -62,6 +62,13 @@ class RemoteServer:
             time.sleep(0.2)
         raise TimeoutError(f"inferd did not become ready:\n{self.log()}")
 
+    @property
+    def pid(self) -> int:
+        """The server process itself (``process`` is its supervisor)."""
+        import psutil
+
+        return psutil.Process(self.process.pid).children()[0].pid
+
     def log(self) -> str:
         return self.log_path.read_text()
 

@@ -78,8 +78,11 @@ async def test_log_lines_written_while_serving_carry_the_request_id(mixed, caplo
         headers={"X-Request-ID": "trace-me-42"},
     )
     assert r.status_code == 503
+    assert r.headers["x-request-id"] == "trace-me-42"  # the client's label, echoed
     logged = [rec for rec in caplog.records if "weights-missing" in rec.getMessage()]
-    assert logged and all(rec.request_id == "trace-me-42" for rec in logged)
+    assert logged and all(rec.client_request_id == "trace-me-42" for rec in logged)
+    # the server's own id is the key, never the client's
+    assert all(rec.request_id not in ("-", "trace-me-42") and len(rec.request_id) == 24 for rec in logged)
 
 
 async def test_too_long_inputs_get_413_when_the_policy_is_error(tmp_path):

@@ -33,7 +33,8 @@ class UsageRecord(Base):
     __tablename__ = "usage_records"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[str] = mapped_column(String(96), unique=True, index=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     model: Mapped[str] = mapped_column(String(300))
     version: Mapped[str] = mapped_column(String(100))

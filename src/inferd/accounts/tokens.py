@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from sqlalchemy import func, select
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import ApiToken, utcnow
+from inferd.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "inferd_"
 
@@ -35,7 +39,8 @@ class TokenStore:
     """Tokens in the database, with a short in-process cache of verified ones.
 
     A token revoked from another process (``inferd tokens revoke``) stops working
-    within ``cache_ttl_s``; one revoked through this store stops at once.
+    within ``cache_ttl_s``; one revoked through this store stops at once. While the database is
+    unreachable, tokens verified before keep working and unknown ones get a 503.
     """
 
     def __init__(self, db: Database, cache_ttl_s: float = 5.0):
@@ -101,10 +106,18 @@ class TokenStore:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        async with self._db.sessions() as session:
-            row = await session.scalar(
-                select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
-            )
+        try:
+            async with self._db.sessions() as session:
+                row = await session.scalar(
+                    select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+                )
+        except Exception as exc:  # noqa: BLE001 - the database is unreachable
+            if cached is not None:  # a token verified before the outage keeps working through it
+                log.warning("token check against the database failed (%s); using the last verification",
+                            type(exc).__name__)
+                return cached[0]
+            raise ServiceUnavailable("cannot check API tokens right now (the database is unreachable)",
+                                     retry_after=5) from None
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             self._cache.pop(digest, None)
             return None

@@ -22,7 +22,7 @@ router = APIRouter(route_class=dialect_route(ANTHROPIC), tags=["Anthropic"])
 async def messages(body: MessagesRequest, request: Request, ctx: RequestContext = Depends(authenticated),
                    state: AppState = Depends(app_state)):
     """A message from the model: text content blocks, stop_reason, usage; or its event stream."""
-    run = start_messages(state.generation, body, ctx)
+    run = await start_messages(state.generation, body, ctx)
     if body.stream:
         return await sse_response(request, message_events(run, body.model))
     return FastJSONResponse(await cancellable(request, message_response(run, body.model)))
@@ -32,4 +32,4 @@ async def messages(body: MessagesRequest, request: Request, ctx: RequestContext 
 async def messages_count_tokens(body: CountTokensRequest, _: RequestContext = Depends(authenticated),
                                 state: AppState = Depends(app_state)):
     """How many input tokens the request's messages take."""
-    return FastJSONResponse(count_tokens(state.generation, body))
+    return FastJSONResponse(await count_tokens(state.generation, body))

@@ -23,6 +23,7 @@ from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.rerank import RerankService
 from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
+from inferd.serving.prompt import PromptPipeline
 from inferd.settings import Settings
 
 log = logging.getLogger("inferd")
@@ -33,9 +34,11 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
     catalog = catalog if catalog is not None else load_catalog(settings.catalog)
     db = Database(settings.resolved_database_url())
     metrics = Metrics()
-    usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch)
+    usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch,
+                          journal=settings.data_dir / "usage-journal.jsonl")
     pool = ModelPool(catalog, settings, metrics)
     meter = Meter(usage, metrics)
+    prompts = PromptPipeline(settings)
     return AppState(
         settings=settings,
         catalog=catalog,
@@ -45,7 +48,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         metrics=metrics,
         pool=pool,
         embeddings=EmbeddingService(pool, meter, settings),
-        generation=GenerationService(pool, meter),
+        generation=GenerationService(pool, meter, prompts),
         rerank=RerankService(pool, meter, settings),
     )
 
@@ -71,6 +74,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             yield
         finally:
             await state.pool.stop()
+            state.generation.prompts.close()
             await state.usage.stop()
             await state.db.close()
             log.info("inferd stopped; usage records flushed")
@@ -80,12 +84,15 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
         version=__version__,
         description="Open models behind DeepInfra's, OpenAI's and Infinity's APIs.",
         lifespan=lifespan,
+        **({"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.docs_auth else {}),
     )
     app.state.inferd = state
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=settings.access_log)
 
     app.include_router(system.router)
+    if settings.docs_auth:
+        system.add_guarded_docs(app)
     app.include_router(openai.router, prefix="/v1/openai")
     app.include_router(openai.router, prefix="/v1", include_in_schema=False)
     app.include_router(inference.router)

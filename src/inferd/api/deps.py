@@ -1,29 +1,88 @@
-"""Request dependencies: the bearer token check, and the request context it yields."""
+"""Admission and the request context: the bearer token and the body limit, checked from the
+headers before the body is read (``admit``, called by every dialect route, api/routing.py), and
+the dependencies a handler declares to say what it needs (``authenticated``, ``admin``)."""
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from inferd.api.state import AppState, app_state
-from inferd.errors import Unauthorized
+from inferd.errors import Forbidden, Unauthorized
 from inferd.serving.context import RequestContext
+
+_CTX = "inferd_ctx"
 
 
 def request_id(request: Request) -> str:
     return request.scope["state"]["request_id"]
 
 
-async def authenticated(request: Request, state: AppState = Depends(app_state)) -> RequestContext:
-    ctx = RequestContext(request_id=request_id(request))
-    if not state.settings.auth:
-        return ctx
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret:
-        raise Unauthorized("Missing API token: send `Authorization: Bearer <token>`")
-    token = await state.tokens.verify(secret)
-    if token is None:
-        raise Unauthorized("Invalid API token")
-    ctx.token = token
-    return ctx
+def new_context(request: Request) -> RequestContext:
+    state = request.scope["state"]
+    return RequestContext(request_id=state["request_id"], client_request_id=state.get("client_request_id"))
+
+
+def body_too_large(limit: int) -> HTTPException:
+    # An HTTPException: FastAPI passes these through its body parsing (anything else there becomes a 400).
+    return HTTPException(413, f"The request body is larger than this server accepts ({limit} bytes)",
+                         headers={"Connection": "close"})
+
+
+def limit_body(request: Request, limit: int) -> None:
+    """413 now for a declared length past ``limit``; a body of unknown length is counted as it arrives."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit() or int(declared) > limit:
+            raise body_too_large(limit)
+        return
+    receive = request._receive
+    seen = 0
+
+    async def counted():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise body_too_large(limit)
+        return message
+
+    request._receive = counted
+
+
+async def admit(request: Request, *, needs_token: bool, needs_admin: bool) -> None:
+    """Everything that can be decided from the headers, before a byte of the body is read."""
+    state: AppState = request.app.state.inferd
+    settings = state.settings
+    ctx = new_context(request)
+    if needs_token and settings.auth:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized("Missing API token: send `Authorization: Bearer <token>`")
+        if len(secret) > 512:
+            raise Unauthorized("Invalid API token")
+        token = await state.tokens.verify(secret)
+        if token is None:
+            raise Unauthorized("Invalid API token")
+        if needs_admin and not token.is_admin:
+            raise Forbidden("This route needs an admin token")
+        ctx.token = token
+    request.scope["state"][_CTX] = ctx
+    limit_body(request, settings.max_body_bytes)
+
+
+async def authenticated(request: Request, _: AppState = Depends(app_state)) -> RequestContext:
+    """The request's context; its token was checked (from the headers) when the route admitted it
+    (a route of another class is checked here, after its body was read)."""
+    if _CTX not in request.scope["state"]:
+        await admit(request, needs_token=True, needs_admin=False)
+    return request.scope["state"][_CTX]
+
+
+async def admin(request: Request, _: AppState = Depends(app_state)) -> RequestContext:
+    """Like ``authenticated``, and the token must be an admin's (403 otherwise)."""
+    if _CTX not in request.scope["state"]:
+        await admit(request, needs_token=True, needs_admin=True)
+    return request.scope["state"][_CTX]

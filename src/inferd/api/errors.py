@@ -98,14 +98,7 @@ async def on_http_exception(request: Request, exc: StarletteHTTPException) -> Re
     return response
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    rid = request.scope.get("state", {}).get("request_id", "-")
-    log.exception("unhandled error serving %s %s", request.method, request.url.path)
-    return error_response(request, 500, f"Internal error (request id {rid})", kind="server_error", code="internal_error")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InferdError, on_inferd_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
-    app.add_exception_handler(Exception, on_unexpected)

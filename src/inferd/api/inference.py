@@ -100,7 +100,7 @@ async def embeddings(request: Request, payload: dict, ref: ModelRef, ctx: Reques
 
 async def text_generation(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
     body: TextGenerationIn = _validated(TextGenerationIn, payload)
-    run = start_native(state.generation, body, ref, ctx)
+    run = await start_native(state.generation, body, ref, ctx)
     if body.stream:
         return await sse_response(request, native_events(run))
     return FastJSONResponse(await cancellable(request, native_response(run)))

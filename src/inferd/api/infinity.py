@@ -65,4 +65,5 @@ health_router = APIRouter(route_class=dialect_route(INFINITY), tags=["Infinity"]
 
 @health_router.get("/health")
 async def infinity_health(state: AppState = Depends(app_state)):
-    return FastJSONResponse(health(state.pool))
+    body = health(state.pool)
+    return FastJSONResponse(body, status_code=200 if body["status"] == "ok" else 503)

@@ -1,5 +1,14 @@
-"""One pure-ASGI middleware: request id (header ``X-Request-ID`` in and out, and on every
-log line), per-route request counts and latency, and an optional access log."""
+"""One pure-ASGI middleware: request ids, per-route request counts and latency, an optional
+access log, and the last word on errors nothing else caught.
+
+Every request gets a server-made id (the key of its engine work and usage rows, and on every
+log line). A client's ``X-Request-ID`` is kept as a label: echoed in the response's
+``X-Request-ID`` (ours is sent when the client gave none), logged and stored with the usage
+row, never used as a key. An exception no handler caught becomes a 500 in the route's
+dialect here, inside the middleware, so it carries ``X-Request-ID`` too and the connection
+stays usable (Starlette's outermost handler re-raises, and the server then drops the
+keep-alive connection).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,24 @@ import logging
 import re
 import time
 
+from starlette.requests import Request
+
+from inferd.api.errors import error_response
 from inferd.observability.logs import request_id_var
 from inferd.observability.metrics import Metrics
 from inferd.serving.context import new_request_id
 
 log = logging.getLogger("inferd.access")
+errors = logging.getLogger("inferd.errors")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def client_request_id(scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_ID.match(candidate) else None
+    return None
 
 
 class RequestContextMiddleware:
@@ -25,28 +46,31 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                rid = candidate if _VALID_ID.match(candidate) else None
-                break
-        rid = rid or new_request_id()
-        scope.setdefault("state", {})["request_id"] = rid
-        reset = request_id_var.set(rid)
-        status = 500
+        rid = new_request_id()
+        client_rid = client_request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = rid, client_rid
+        reset = request_id_var.set((rid, client_rid))
+        status, responded = 500, False
         started = time.perf_counter()
-        header = (b"x-request-id", rid.encode())
+        header = (b"x-request-id", (client_rid or rid).encode())
 
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if responded:  # too late for a status: the server closes the connection
+                raise
+            errors.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            response = error_response(Request(scope), 500, f"Internal error (request id {rid})",
+                                      kind="server_error", code="internal_error")
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "<unmatched>")

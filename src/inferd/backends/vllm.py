@@ -41,7 +41,7 @@ from inferd.engine.generation import (
     TokenLogprob,
     TopLogprob,
 )
-from inferd.errors import EngineError, InvalidRequest, Overloaded
+from inferd.errors import EngineError, InvalidRequest, ModelUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,11 @@ class VLLMEngine(GenerationEngine):
         if self.state is EngineState.READY:
             self.state = EngineState.STOPPED
 
+    def check(self) -> str | None:
+        if self._llm is not None and self._llm.errored:
+            return "the vLLM engine process died"
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "running": len(self._live)}
 
@@ -175,6 +180,7 @@ class VLLMEngine(GenerationEngine):
                 seed=params.seed,
                 stop=list(params.stop) or None,
                 ignore_eos=params.ignore_eos,
+                logit_bias=params.logit_bias,
                 logprobs=params.logprobs,
                 prompt_logprobs=params.prompt_logprobs,
                 skip_special_tokens=True,
@@ -225,8 +231,10 @@ class VLLMEngine(GenerationEngine):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - vLLM's own errors become ours
-            if type(exc).__name__ == "EngineDeadError":
-                self.state, self.error = EngineState.FAILED, "the vLLM engine died"
+            if type(exc).__name__ == "EngineDeadError" or self._llm is None or self._llm.errored:
+                # the pool's supervisor notices too, fails the engine and restarts it
+                raise ModelUnavailable(f"model {self.name} is unavailable: the vLLM engine process died; "
+                                       "it is being restarted", retry_after=5) from exc
             raise EngineError(f"vLLM failed: {exc}") from exc
         finally:
             self._live.discard(rid)

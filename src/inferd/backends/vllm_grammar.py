@@ -10,12 +10,15 @@ before each step, and masks the logits of constrained rows only.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from inferd.engine.grammar import BudgetedMatcher, Constraint, GrammarFactory, masks
+
+log = logging.getLogger(__name__)
 
 EXTRA_KEY = "inferd_constraint"
 
@@ -26,12 +29,13 @@ def request_args(constraint: Constraint) -> dict[str, Any]:
 
 
 class _Row:
-    __slots__ = ("matcher", "output", "seen")
+    __slots__ = ("matcher", "output", "seen", "broken")
 
-    def __init__(self, matcher: BudgetedMatcher, output: list[int]):
+    def __init__(self, matcher: BudgetedMatcher | None, output: list[int]):
         self.matcher = matcher
         self.output = output  # vLLM's live list of this request's output tokens
         self.seen = 0
+        self.broken = matcher is None  # the grammar failed on this row: it may only end now
 
 
 class GrammarLogitsProcessor(LogitsProcessor):
@@ -42,7 +46,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self._rows: dict[int, _Row] = {}
         # built when the engine starts (~1 s), not on the first structured request
         tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, trust_remote_code=model.trust_remote_code)
-        self._factory = GrammarFactory(tokenizer, model.get_vocab_size(), {tokenizer.eos_token_id})
+        self._eos = tokenizer.eos_token_id
+        self._factory = GrammarFactory(tokenizer, model.get_vocab_size(), {self._eos})
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -56,8 +61,9 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 if spec is None:
                     self._rows.pop(index, None)
                     continue
-                matcher = BudgetedMatcher(self._factory, Constraint(spec["kind"], spec["source"]), params.max_tokens)
-                self._rows[index] = _Row(matcher, output)
+                matcher = self._guarded(lambda: BudgetedMatcher(
+                    self._factory, Constraint(spec["kind"], spec["source"]), params.max_tokens))
+                self._rows[index] = _Row(matcher if matcher is not False else None, output)
             for a, b, direction in batch_update.moved:
                 row_a, row_b = self._rows.pop(a, None), self._rows.pop(b, None)
                 if row_a is not None:
@@ -65,16 +71,44 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 if direction == MoveDirectionality.SWAP and row_b is not None:
                     self._rows[a] = row_b
         for row in self._rows.values():
-            while row.seen < len(row.output):
-                row.matcher.consume(row.output[row.seen])
+            while not row.broken and row.seen < len(row.output):
+                if self._guarded(lambda r=row: r.matcher.consume(r.output[r.seen])) is False:
+                    row.broken = True
                 row.seen += 1
+
+    @staticmethod
+    def _guarded(work):
+        """Run one row's grammar work; an error ends that row only (this runs inside vLLM's engine
+        process, where an exception would take every request down). False when it failed."""
+        try:
+            result = work()
+            return True if result is None else result
+        except Exception:  # noqa: BLE001
+            log.exception("structured output failed on one request; ending it")
+            return False
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self._rows:
             return logits
-        indices = list(self._rows)
-        rows = [self._rows[i] for i in indices]
-        allowed = masks([r.matcher for r in rows], [len(r.output) for r in rows], logits.shape[-1])
-        where = torch.tensor(indices, device=logits.device)
-        logits[where] = logits[where].masked_fill(~allowed.to(logits.device), float("-inf"))
+        broken = [i for i, r in self._rows.items() if r.broken]
+        live = [i for i, r in self._rows.items() if not r.broken]
+        if live:
+            rows = [self._rows[i] for i in live]
+            allowed = self._guarded(lambda: masks([r.matcher for r in rows], [len(r.output) for r in rows],
+                                                  logits.shape[-1]))
+            if allowed is False:  # one matcher broke the batch's masks: find it, row by row
+                for i, row in zip(live, rows, strict=True):
+                    one = self._guarded(lambda r=row: masks([r.matcher], [len(r.output)], logits.shape[-1]))
+                    if one is False:
+                        row.broken = True
+                        broken.append(i)
+                    else:
+                        logits[i] = logits[i].masked_fill(~one[0].to(logits.device), float("-inf"))
+            else:
+                where = torch.tensor(live, device=logits.device)
+                logits[where] = logits[where].masked_fill(~allowed.to(logits.device), float("-inf"))
+        for i in broken:  # a row whose grammar failed may only end
+            eos = logits[i, self._eos].clone()
+            logits[i] = float("-inf")
+            logits[i, self._eos] = eos if torch.isfinite(eos) else 0.0
         return logits

@@ -70,5 +70,10 @@ class Engine(ABC):
             raise ModelNotReady(f"model {self.name} is loading; retry shortly", retry_after=5)
         raise ModelUnavailable(f"model {self.name} is unavailable: {self.error or self.state.value}")
 
+    def check(self) -> str | None:
+        """Why this READY engine can no longer serve (a dead loop, thread or engine process), or
+        None. The pool asks every ``SUPERVISE_S``; a reason fails the engine and restarts it."""
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {"state": self.state.value, "error": self.error}

@@ -118,14 +118,19 @@ class EncoderEngine(Engine):
         self._throughput = 0.0  # inputs/s, smoothed, for Retry-After
         self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
         self._tasks: list[asyncio.Task] = []
-        self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"tok-{ref.spec.id}")
         self.workers = max(1, workers)
-        self._forward_pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"fwd-{ref.spec.id}")
+        self._pools()
+
+    def _pools(self) -> None:
+        self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix=f"tok-{self.ref.spec.id}")
+        self._forward_pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"fwd-{self.ref.spec.id}")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        if self._forward_pool._shutdown:  # started again after a stop (the pool restarts a failed engine)
+            self._pools()
         try:
             await loop.run_in_executor(self._forward_pool, self.backend.load)
             self._cost = await loop.run_in_executor(self._forward_pool, self._calibrate)
@@ -175,6 +180,13 @@ class EncoderEngine(Engine):
         self._forward_pool.shutdown(wait=True, cancel_futures=True)
         self.backend.close()
 
+    def check(self) -> str | None:
+        for task in self._tasks:
+            if task.done():
+                exc = None if task.cancelled() else task.exception()
+                return f"its {task.get_name().split(':')[0]} loop stopped" + (f": {exc!r}" if exc else "")
+        return None
+
     def stats(self) -> dict:
         return {**super().stats(), "queued": self._queued}
 
@@ -183,6 +195,9 @@ class EncoderEngine(Engine):
         self.ensure_ready()
         if not inputs:
             raise InvalidRequest("no inputs", param="input")
+        if len(inputs) > self.limits.queue_size:
+            raise InputTooLarge(f"{len(inputs)} inputs in one request can never be queued at once: model "
+                                f"{self.name} queues at most {self.limits.queue_size}", param="input")
         if self._queued + len(inputs) > self.limits.queue_size:
             raise Overloaded(
                 f"model {self.name} is overloaded ({self._queued} inputs queued); retry later",

@@ -40,6 +40,7 @@ class SamplingParams:
     ignore_eos: bool = False
     stream: bool = False  # whether deltas are wanted as they come (else once, at the end)
     constraint: Constraint | None = None  # structured output (engine/grammar.py)
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
 
     @property
     def greedy(self) -> bool:
@@ -108,9 +109,17 @@ class GenerationEngine(Engine):
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-        """The chat prompt the model was trained on (generation prompt appended)."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    def apply_chat_template(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
+                            **kwargs: Any) -> str:
+        """The chat prompt the model was trained on (with the generation prompt, unless asked not to)."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt, **kwargs)
+
+    @property
+    def capacity(self) -> int:
+        """Requests this engine takes in flight (running and queued) before it answers 429."""
+        limits = self.ref.spec.limits
+        return limits.max_batch_size + limits.queue_size
 
     @property
     def knows_tools(self) -> bool:

@@ -89,6 +89,7 @@ class BatchGenerationEngine(GenerationEngine):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._running: list[_Seq] = []
+        self._live: set[_Request] = set()  # every request a caller awaits, wherever it is
         self._grammars: GrammarFactory | None = None  # built by start()
 
     # --- lifecycle
@@ -107,6 +108,7 @@ class BatchGenerationEngine(GenerationEngine):
         # structured output's tokenizer (~1 s), before the first request
         self._grammars = await asyncio.to_thread(GrammarFactory, self.tokenizer, self.backend.vocab_size,
                                                  self.eos_token_ids)
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"lm-{self.name}", daemon=True)
         self._thread.start()
         self.state = EngineState.READY
@@ -117,14 +119,19 @@ class BatchGenerationEngine(GenerationEngine):
             self._cond.notify_all()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
-        gone = ModelUnavailable(f"model {self.name} stopped")
-        for req in list(self._waiting) + [s.req for s in self._running]:
+        gone = ModelUnavailable(f"model {self.name} is unavailable: {self.error or 'it stopped'}", retry_after=5)
+        for req in self._live:
             req.loop.call_soon_threadsafe(req.queue.put_nowait, gone)
         self._waiting.clear()
         self._running = []
         if self.state is EngineState.READY:
             self.state = EngineState.STOPPED
         self.backend.close()
+
+    def check(self) -> str | None:
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            return "its scheduler thread died"
+        return None
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "waiting": len(self._waiting), "running": len(self._running)}
@@ -154,6 +161,7 @@ class BatchGenerationEngine(GenerationEngine):
         with self._cond:
             self._waiting.append(req)
             self._cond.notify()
+        self._live.add(req)
         self.observer.queue_depth(self.name, len(self._waiting))
         try:
             while req.unfinished:
@@ -163,6 +171,7 @@ class BatchGenerationEngine(GenerationEngine):
                 for delta in item:
                     yield delta
         finally:
+            self._live.discard(req)
             if req.unfinished:
                 self._abort(req)
 

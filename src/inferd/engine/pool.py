@@ -1,7 +1,12 @@
-"""The pool: one engine per catalog version, loaded in the background at start-up.
+"""The pool: one engine per catalog version, loaded in the background at start-up, and
+supervised while it serves.
 
 A model that fails to load is kept, FAILED with its reason, so `/models` and `/health`
-can say why, and every other model still serves.
+can say why, and every other model still serves. Every ``SUPERVISE_S`` the pool asks each
+ready engine whether it can still serve (``Engine.check``: its loops, scheduler thread or
+vLLM engine process alive); one that cannot is marked FAILED with the reason, stopped (its
+waiting requests fail at once with 503) and started again after a backoff that doubles on
+each failure in a row (``RESTART_BACKOFF_S`` up to ``MAX_BACKOFF_S``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from inferd.engine.encoder import EncoderEngine
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.25
+RESTART_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
 
 
 class _Unloadable(Engine):
@@ -71,6 +80,9 @@ class ModelPool:
         for ref in catalog.refs():
             self._engines[ref.key] = build_engine(ref, settings, observer)
         self._loading: asyncio.Task | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._restarts: dict[str, asyncio.Task] = {}
+        self._failures: dict[str, int] = {}
 
     def start(self) -> asyncio.Task:
         """Load every model in the background (one at a time: they share the cores)."""
@@ -78,6 +90,7 @@ class ModelPool:
             if engine.state is EngineState.FAILED:
                 log.error("model %s cannot be served: %s", engine.ref.key, engine.error)
         self._loading = asyncio.create_task(self._load_all(), name="load-models")
+        self._supervisor = asyncio.create_task(self._supervise(), name="supervise-models")
         return self._loading
 
     async def _load_all(self) -> None:
@@ -85,10 +98,44 @@ class ModelPool:
             if engine.state is EngineState.LOADING:
                 await engine.start()
 
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_S)
+            for key, engine in self._engines.items():
+                if engine.state is not EngineState.READY or key in self._restarts:
+                    continue
+                reason = engine.check()
+                if reason is not None:
+                    self._restarts[key] = asyncio.create_task(self._restart(key, engine, reason),
+                                                              name=f"restart:{key}")
+                else:
+                    self._failures.pop(key, None)
+
+    async def _restart(self, key: str, engine: Engine, reason: str) -> None:
+        """Stop a model that died and start it again, with backoff, until it serves."""
+        try:
+            engine.state, engine.error = EngineState.FAILED, reason
+            await engine.stop()  # its waiting requests fail now, with 503
+            while True:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(MAX_BACKOFF_S, RESTART_BACKOFF_S * 2 ** (failures - 1))
+                log.error("model %s failed: %s; restarting it in %.0f s", key, reason, delay)
+                engine.state, engine.error = EngineState.FAILED, f"{reason}; restarting in {delay:.0f} s"
+                await asyncio.sleep(delay)
+                engine.state, engine.error = EngineState.LOADING, None
+                await engine.start()
+                if engine.state is EngineState.READY:
+                    log.info("model %s is back after a restart", key)
+                    return
+                reason = engine.error or "it failed to start"
+        finally:
+            del self._restarts[key]
+
     async def stop(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            await asyncio.gather(self._loading, return_exceptions=True)
+        tasks = [t for t in (self._loading, self._supervisor, *self._restarts.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(engine.stop() for engine in self._engines.values()), return_exceptions=True)
 
     def engine(self, ref: ModelRef) -> Engine:

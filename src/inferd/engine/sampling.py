@@ -1,9 +1,10 @@
 """Per-request sampling on a batch of logits, as vLLM defines each parameter.
 
 Rows of one batch carry their own parameters: a grammar's mask first (structured output),
-then greedy rows take the argmax; the others apply repetition (prompt and output), presence
-and frequency (output) penalties, temperature, top-k, top-p and min-p, then draw with their own ``torch.Generator`` so a
-seed gives the same output whatever else shares the batch. Logprobs are those of the
+then logit_bias and the repetition (prompt and output), presence and frequency (output)
+penalties; greedy rows take the argmax, the others apply temperature, top-k, top-p and min-p,
+then draw with their own ``torch.Generator`` so a seed gives the same output whatever else
+shares the batch. Logprobs are those of the
 model's raw distribution (vLLM's default ``raw_logprobs``), with the top ``k`` alternatives.
 """
 
@@ -30,7 +31,8 @@ class SampleRow:
     @property
     def penalised(self) -> bool:
         p = self.params
-        return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+        return (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+                or bool(p.logit_bias))
 
 
 def new_generator(seed: int | None) -> torch.Generator:
@@ -51,6 +53,9 @@ def _penalise(x: torch.Tensor, row: SampleRow) -> None:
     if row.output_ids and (p.presence_penalty or p.frequency_penalty):
         ids, counts = torch.tensor(row.output_ids, dtype=torch.long).unique(return_counts=True)
         x[ids] -= p.frequency_penalty * counts.to(x.dtype) + p.presence_penalty
+    if p.logit_bias:  # added to the logits before sampling, as OpenAI and vLLM do
+        ids = torch.tensor(list(p.logit_bias), dtype=torch.long)
+        x[ids] += torch.tensor(list(p.logit_bias.values()), dtype=x.dtype)
 
 
 def _filter(y: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:

@@ -8,12 +8,18 @@ import sys
 import time
 from contextvars import ContextVar
 
-request_id_var: ContextVar[str | None] = ContextVar("inferd_request_id", default=None)
+# (the server's request id, the client's X-Request-ID or None) of the request being served
+request_id_var: ContextVar[tuple[str, str | None] | None] = ContextVar("inferd_request_id", default=None)
 
 
 class _RequestIdFilter(logging.Filter):
+    """``request_id`` (the server's), ``client_request_id``, and ``ids``: both, for text lines."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get() or "-"
+        ids = request_id_var.get()
+        record.request_id, record.client_request_id = ids if ids else ("-", None)
+        record.ids = record.request_id if record.client_request_id is None else \
+            f"{record.request_id} client={record.client_request_id}"
         return True
 
 
@@ -26,8 +32,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "msg": record.getMessage(),
         }
-        for key in ("route", "status", "duration_ms", "model"):
-            if hasattr(record, key):
+        for key in ("client_request_id", "route", "status", "duration_ms", "model"):
+            if getattr(record, key, None) is not None:
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -40,7 +46,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(ids)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

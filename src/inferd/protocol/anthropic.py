@@ -18,7 +18,7 @@ class CountTokensRequest(WireModel):
     model: StrictStr
     messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
     system: StrictStr | list[dict[str, Any]] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_choice: dict[str, Any] | None = None
 
 

@@ -100,6 +100,9 @@ class SamplingFields(WireModel):
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=16)] | None = 1
     seed: int | None = None
+    logit_bias: Annotated[dict[str, float], Field(max_length=300)] | None = Field(
+        None, description="token id -> bias (-100..100) added to its logit before sampling"
+    )
     ignore_eos: bool = Field(False, description="vLLM extension: generate max_tokens tokens whatever comes")
     response_format: ResponseFormat | None = None
     user: str | None = None
@@ -118,10 +121,13 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="data for the model's chat template: add_generation_prompt, continue_final_message, "
+        "enable_thinking, thinking, documents"
+    )
 
 
 class CompletionRequest(SamplingFields):

@@ -16,14 +16,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from inferd.engine.generation import SamplingParams
 from inferd.errors import InvalidRequest, UnsupportedInput
 from inferd.protocol.anthropic import CountTokensRequest, MessagesRequest
 from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run
 from inferd.serving.tool_calls import CallStart, Text, ToolCallStream
 from inferd.serving.tool_calls import parse as parse_tool_calls
-from inferd.serving.tools import ToolPlan, prepare_messages, tool_plan
+from inferd.serving.prompt import sampling_params
+from inferd.serving.tools import ToolPlan, tool_plan
 
 _STOP_REASONS = {"length": "max_tokens"}
 _ID_PREFIX = "toolu_"
@@ -91,7 +91,7 @@ def _tools(body: CountTokensRequest) -> ToolPlan | None:
     return tool_plan(tools, openai_choice, parallel=not choice.get("disable_parallel_tool_use", False))
 
 
-def _prompt(service: GenerationService, body: CountTokensRequest):
+async def _prompt(service: GenerationService, body: CountTokensRequest):
     plan = _tools(body)
     ref, engine = service.engine(body.model)
     messages = []
@@ -99,25 +99,26 @@ def _prompt(service: GenerationService, body: CountTokensRequest):
         messages.append({"role": "system", "content": _text(body.system, "system")})
     for i, message in enumerate(body.messages):
         messages += _message(message.role, message.content, f"messages[{i}]")
-    messages, kwargs = prepare_messages(messages, plan, engine.knows_tools)
-    ids = engine.encode(engine.apply_chat_template(messages, **kwargs), special=False)
+    ids = await service.prompts.chat(engine, messages, plan)
     return ref, engine, ids, plan
 
 
-def count_tokens(service: GenerationService, body: CountTokensRequest) -> dict:
-    _, _, ids, _ = _prompt(service, body)
+async def count_tokens(service: GenerationService, body: CountTokensRequest) -> dict:
+    _, _, ids, _ = await _prompt(service, body)
     return {"input_tokens": len(ids)}
 
 
-def start_messages(service: GenerationService, body: MessagesRequest, ctx: RequestContext) -> Run:
-    ref, engine, ids, plan = _prompt(service, body)
+async def start_messages(service: GenerationService, body: MessagesRequest, ctx: RequestContext) -> Run:
+    ref, engine, ids, plan = await _prompt(service, body)
     max_tokens = engine.check_prompt(ids, body.max_tokens)
-    params = SamplingParams(
-        max_tokens=max_tokens,
+    params = sampling_params(
+        engine,
+        max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=body.top_k or 0,
-        stop=tuple(body.stop_sequences or ()),
+        stop=body.stop_sequences,
+        stop_param="stop_sequences",
         stream=body.stream,
         constraint=plan.constraint if plan is not None else None,
     )

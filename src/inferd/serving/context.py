@@ -22,7 +22,12 @@ def new_request_id() -> str:
 
 @dataclass(slots=True)
 class RequestContext:
+    """``request_id`` is the server's own, unique, and the key of everything the request leaves
+    (engine requests, usage rows); ``client_request_id`` is the client's ``X-Request-ID``, a label
+    that is echoed, logged and stored, never a key (clients reuse theirs on retries)."""
+
     request_id: str
+    client_request_id: str | None = None
     token: TokenInfo | None = None
     started: float = field(default_factory=time.perf_counter)
 

@@ -24,6 +24,7 @@ from inferd.errors import InvalidRequest
 from inferd.protocol.openai import ResponseFormat
 from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter
+from inferd.serving.prompt import PromptPipeline, sampling_params
 
 
 @dataclass(slots=True)
@@ -86,10 +87,14 @@ class Run:
             await self.engine.prepare(self.params.constraint)
         with self._meter.track(self.ctx, self.ref) as metered:
             streams = self._streams()
+            # from here the engine has the prompts: a request cancelled or failed now is charged
+            # for them and for the tokens it had generated
+            metered.consumed = Units(input_tokens=self.prompt_tokens)
             source = _tagged(streams[0], 0) if len(streams) == 1 else _merged(streams)
             async with aclosing(source) as pairs:
                 async for index, delta in pairs:
                     self.completion_tokens += len(delta.token_ids)
+                    metered.consumed = Units(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens)
                     yield index, delta
             self.charge = metered.charge(Units(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens))
 
@@ -150,9 +155,10 @@ async def _merged(streams: list[AsyncIterator[SequenceDelta]]) -> AsyncIterator[
 
 
 class GenerationService:
-    def __init__(self, pool: ModelPool, meter: Meter):
+    def __init__(self, pool: ModelPool, meter: Meter, prompts: PromptPipeline):
         self.pool = pool
         self.meter = meter
+        self.prompts = prompts
 
     def engine(self, model: str, version: str | None = None) -> tuple[ModelRef, GenerationEngine]:
         return self.engine_of(self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION))
@@ -180,17 +186,12 @@ def closing_chunks(last: dict, base: dict, usage: dict, include_usage: bool) -> 
     return [{**last, "usage": usage}]
 
 
-def stop_list(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(stop)
-
-
-def common_params(body, max_tokens: int, **extra) -> SamplingParams:
+def common_params(engine: GenerationEngine, body, max_tokens: int, **extra) -> SamplingParams:
     """SamplingParams from the fields chat, completions and native requests share."""
     top_k = body.top_k if body.top_k is not None else 0
-    return SamplingParams(
-        max_tokens=max_tokens,
+    return sampling_params(
+        engine,
+        max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=max(top_k, 0),
@@ -199,7 +200,8 @@ def common_params(body, max_tokens: int, **extra) -> SamplingParams:
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         seed=body.seed,
-        stop=stop_list(body.stop),
+        stop=body.stop,
+        logit_bias=getattr(body, "logit_bias", None),
         ignore_eos=bool(getattr(body, "ignore_eos", False)),
         **extra,
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from inferd.accounts.usage import UsageRecorder, UsageRow
 from inferd.catalog import ModelRef, Units, cost_cents
-from inferd.errors import ClientDisconnected
+from inferd.errors import ClientDisconnected, EngineError, InferdError, ModelUnavailable
 from inferd.observability.metrics import Metrics
 from inferd.serving.context import RequestContext
 
@@ -36,6 +36,7 @@ class Meter:
         self._recorder.record(
             UsageRow(
                 request_id=ctx.request_id,
+                client_request_id=ctx.client_request_id,
                 token_id=ctx.token_id,
                 model=spec.id,
                 version=ref.version.name,
@@ -59,7 +60,9 @@ class Meter:
 class Metered:
     """``with meter.track(ctx, ref) as m: ...; m.charge(units)`` -> one usage record.
 
-    Leaving with an error records a failed (or cancelled) request at no cost.
+    Leaving with an error records a failed (or cancelled) request, charged for what it had
+    consumed by then: the units the caller kept in ``consumed`` (a generation's prompt and the
+    tokens it had produced), at the model's prices.
     """
 
     def __init__(self, meter: Meter, ctx: RequestContext, ref: ModelRef):
@@ -67,6 +70,7 @@ class Metered:
         self._ctx = ctx
         self._ref = ref
         self.result: Charge | None = None
+        self.consumed = Units()
 
     def __enter__(self) -> Metered:
         return self
@@ -80,8 +84,12 @@ class Metered:
             self._meter._write(self._ctx, self._ref, "succeeded", self.result.units, self.result)
             return
         cancelled = exc_type is not None and issubclass(exc_type, (asyncio.CancelledError, GeneratorExit, ClientDisconnected))
-        nothing = Charge(Units(), 0.0, self._ctx.elapsed_ms())
-        self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", Units(), nothing)
+        # refused (a full queue, a bad value found by the engine): nothing was consumed
+        refused = isinstance(exc, InferdError) and not isinstance(exc, (ClientDisconnected, EngineError,
+                                                                          ModelUnavailable))
+        units = Units() if refused else self.consumed
+        partial = Charge(units, cost_cents(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
+        self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", units, partial)
 
 
 def inference_status(charge: Charge, input_tokens: int, generated_tokens: int = 0) -> dict:

@@ -15,12 +15,13 @@ from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, common_params, constraint_of
 
 
-def start_native(service: GenerationService, body: TextGenerationIn, ref: ModelRef, ctx: RequestContext) -> Run:
+async def start_native(service: GenerationService, body: TextGenerationIn, ref: ModelRef,
+                       ctx: RequestContext) -> Run:
     constraint = constraint_of(body)
     ref, engine = service.engine_of(ref)
-    ids = engine.encode(body.input, special=True)
+    [ids] = await service.prompts.texts(engine, [body.input], "input")
     max_tokens = engine.check_prompt(ids, body.max_new_tokens, "input")
-    params = common_params(body, max_tokens, n=body.num_responses, stream=body.stream,
+    params = common_params(engine, body, max_tokens, n=body.num_responses, stream=body.stream,
                            logprobs=0 if body.stream else None, constraint=constraint)
     return service.run(ref, engine, [ids], params, ctx)
 

@@ -8,7 +8,6 @@ when ``stream_options.include_usage`` is set.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,9 +18,7 @@ from inferd.serving.context import RequestContext
 from inferd.serving.generation import GenerationService, Run, closing_chunks, common_params, constraint_of
 from inferd.serving.tool_calls import CallStart, Text, ToolCallStream
 from inferd.serving.tool_calls import parse as parse_tool_calls
-from inferd.serving.tools import prepare_messages, tool_plan
-
-_TEMPLATE_OFF_LOOP = 20_000  # characters of messages past which templating leaves the event loop
+from inferd.serving.tools import tool_plan
 
 
 def message_dict(message: ChatMessage, index: int) -> dict[str, Any]:
@@ -67,18 +64,11 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
                              "send tool_choice \"none\" for a structured text answer", param="response_format")
     constraint = tools.constraint if tools is not None else constraint_of(body)
     ref, engine = service.engine(body.model)
-    messages, template_kwargs = prepare_messages([message_dict(m, i) for i, m in enumerate(body.messages)], tools,
-                                                 engine.knows_tools)
-    kwargs = {**template_kwargs, **(body.chat_template_kwargs or {})}
-    if sum(len(m["content"] or "") for m in messages) > _TEMPLATE_OFF_LOOP:
-        text = await asyncio.to_thread(engine.apply_chat_template, messages, **kwargs)
-        ids = await asyncio.to_thread(engine.encode, text, special=False)
-    else:
-        text = engine.apply_chat_template(messages, **kwargs)
-        ids = engine.encode(text, special=False)
+    messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
+    ids = await service.prompts.chat(engine, messages, tools, body.chat_template_kwargs)
     max_tokens = engine.check_prompt(ids, body.max_completion_tokens or body.max_tokens)
     params = common_params(
-        body, max_tokens, n=body.n or 1, stream=body.stream,
+        engine, body, max_tokens, n=body.n or 1, stream=body.stream,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None, constraint=constraint,
     )
     run = service.run(ref, engine, [ids], params, ctx)

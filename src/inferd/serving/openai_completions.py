@@ -47,10 +47,10 @@ class LegacyLogprobs:
 async def start_completion(service: GenerationService, body: CompletionRequest, ctx: RequestContext) -> Run:
     constraint = constraint_of(body)
     ref, engine = service.engine(body.model)
-    prompts = [engine.encode(p, special=True) if isinstance(p, str) else list(p) for p in _prompts(body)]
+    prompts = await service.prompts.texts(engine, _prompts(body), "prompt")
     max_tokens = min(engine.check_prompt(p, body.max_tokens, "prompt") for p in prompts)
     want = body.logprobs
-    params = common_params(body, max_tokens, n=body.n or 1, stream=body.stream, logprobs=want,
+    params = common_params(engine, body, max_tokens, n=body.n or 1, stream=body.stream, logprobs=want,
                            prompt_logprobs=want if (body.echo and want is not None) else None, constraint=constraint)
     return service.run(ref, engine, prompts, params, ctx)
 

@@ -1,3 +1,6 @@
+import asyncio
+
+import pytest
 from sqlalchemy import select
 
 from inferd.accounts.db import async_url
@@ -66,3 +69,21 @@ async def test_preset_admin_token(db):
     assert await store.ensure_admin("inferd_preset") is None
     assert (await store.verify("inferd_preset")).is_admin
     assert len(await store.list()) == 1
+
+
+async def test_known_tokens_keep_working_while_the_database_is_down(db, monkeypatch):
+    from inferd.errors import ServiceUnavailable
+
+    store = TokenStore(db, cache_ttl_s=0.01)
+    known, _ = await store.create("known")
+    unknown, _ = await store.create("never-seen")
+    assert await store.verify(known) is not None
+    await asyncio.sleep(0.02)  # the cache entry expired
+
+    def down(*args, **kwargs):
+        raise ConnectionRefusedError("database down")
+
+    monkeypatch.setattr(db, "sessions", down)
+    assert (await store.verify(known)).name == "known"
+    with pytest.raises(ServiceUnavailable):
+        await store.verify(unknown)

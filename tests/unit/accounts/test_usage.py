@@ -67,3 +67,92 @@ async def test_summary_groups_by_model_and_status(db):
     assert summary[("m", "succeeded")]["input_tokens"] == 30
     assert summary[("m", "succeeded")]["cost_cents"] == pytest.approx(1.5)
     assert summary[("m", "failed")]["requests"] == 1
+
+
+async def test_stop_during_a_flush_loses_nothing(db, monkeypatch):
+    recorder = UsageRecorder(db, flush_interval_s=0.01)
+    insert = recorder._insert
+    started = asyncio.Event()
+
+    async def slow_insert(rows):
+        started.set()
+        await asyncio.sleep(0.3)  # the database is slow: stop() arrives mid-flush
+        return await insert(rows)
+
+    monkeypatch.setattr(recorder, "_insert", slow_insert)
+    await recorder.start()
+    for i in range(100):
+        recorder.record(row(i))
+    await started.wait()
+    for i in range(100, 150):
+        recorder.record(row(i))
+    await recorder.stop()
+    assert await count(db) == 150
+
+
+async def test_rows_are_journaled_while_the_database_is_down_and_replayed_once(db, tmp_path, monkeypatch):
+    journal = tmp_path / "journal.jsonl"
+    recorder = UsageRecorder(db, flush_interval_s=0.01, journal=journal, max_backoff_s=0.05)
+    insert = recorder._insert
+    down = True
+
+    async def flaky(rows):
+        if down and rows:
+            raise ConnectionRefusedError("database down")
+        return await insert(rows)
+
+    monkeypatch.setattr(recorder, "_insert", flaky)
+    await recorder.start()
+    for i in range(300):
+        recorder.record(row(i))
+        if i % 50 == 0:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert recorder.pending == 0 and journal.stat().st_size > 0  # on disk, not in memory
+    assert await count(db) == 0
+    down = False
+    for _ in range(200):
+        if await count(db) == 300:
+            break
+        await asyncio.sleep(0.02)
+    assert await count(db) == 300 and not journal.exists()
+    await recorder.stop()
+
+
+async def test_a_journal_left_by_a_crash_is_replayed_at_start_without_duplicates(db, tmp_path):
+    from inferd.accounts.usage import UsageJournal
+
+    journal = UsageJournal(tmp_path / "journal.jsonl")
+    first = UsageRecorder(db, flush_interval_s=3600)
+    for i in range(10):
+        first.record(row(i))
+    await first.flush()  # rows 0-9 reached the database...
+    journal.append([row(i) for i in range(15)])  # ...and a crash left 0-14 in the journal too
+    with open(journal.path, "ab") as out:
+        out.write(b'{"request_id": "torn')  # the last append was cut short
+    recorder = UsageRecorder(db, flush_interval_s=0.01, journal=journal.path)
+    await recorder.start()
+    for _ in range(100):
+        if not journal.path.exists():
+            break
+        await asyncio.sleep(0.02)
+    await recorder.stop()
+    assert await count(db) == 15  # each request id once
+
+
+async def test_a_cancelled_flush_keeps_its_rows_for_the_next(db, monkeypatch):
+    recorder = UsageRecorder(db, flush_interval_s=3600)
+    insert = recorder._insert
+
+    async def slow(rows):
+        await asyncio.sleep(0.2)
+        return await insert(rows)
+
+    monkeypatch.setattr(recorder, "_insert", slow)
+    recorder.record(row(1))
+    task = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.3)  # the shielded write finishes
+    assert await count(db) == 1

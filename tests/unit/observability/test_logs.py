@@ -12,7 +12,7 @@ def test_json_logs_carry_the_request_id(monkeypatch):
     saved = root.handlers[:], root.level
     try:
         configure_logging("INFO", "json")
-        token = request_id_var.set("req-123")
+        token = request_id_var.set(("req-123", "client-7"))
         logging.getLogger("inferd.test").info("hello %s", "world")
         request_id_var.reset(token)
         logging.getLogger("inferd.test").warning("outside")
@@ -21,4 +21,5 @@ def test_json_logs_carry_the_request_id(monkeypatch):
         root.setLevel(level)
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["request_id"] == "req-123" and first["msg"] == "hello world" and first["level"] == "info"
-    assert second["request_id"] == "-"
+    assert first["client_request_id"] == "client-7"
+    assert second["request_id"] == "-" and "client_request_id" not in second

@@ -1,0 +1,5 @@
+"""`python -m inferd` is the `inferd` command."""
+
+from inferd.cli import main
+
+main()
