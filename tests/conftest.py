@@ -43,7 +43,7 @@ def make_settings(tmp: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 60) -> None:
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 300) -> None:
     import asyncio
     import time
 

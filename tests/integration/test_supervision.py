@@ -103,3 +103,26 @@ async def test_a_killed_vllm_engine_process_fails_waiting_requests_with_503_and_
     await wait_for(lambda: engine.state.value == "ready", 240)
     r = await sup.client.post(CHAT, json={**body, "max_tokens": 4})
     assert r.status_code == 200, r.text
+
+
+async def test_a_request_that_fails_a_step_fails_alone(sup, monkeypatch):
+    """One request's sequence raises inside a shared step: it fails alone (500), the others in
+    the same batch run to the end with every token (transformers runtime)."""
+    engine = sup.state.pool.get("tiny")
+    advance = engine._advance
+
+    def poisoned(seq, token, logprob):
+        if seq.row.params.max_tokens == 7 and len(seq.row.output_ids) >= 3:
+            raise RuntimeError("this request breaks the step")
+        return advance(seq, token, logprob)
+
+    monkeypatch.setattr(engine, "_advance", poisoned)
+    body = {"model": "tiny", "messages": HI, "ignore_eos": True}
+    calls = [sup.client.post(CHAT, json={**body, "max_tokens": 30}) for _ in range(4)]
+    calls.insert(2, sup.client.post(CHAT, json={**body, "max_tokens": 7}))
+    answers = await asyncio.gather(*calls)
+    poison = answers.pop(2)
+    assert poison.status_code == 500 and "generation failed" in poison.json()["error"]["message"]
+    for r in answers:
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 30, r.text
+    assert engine.state.value == "ready"

@@ -198,14 +198,41 @@ class BatchGenerationEngine(GenerationEngine):
                 admitted = self._admit()
             try:
                 batch = self._step(batch, admitted)
-            except Exception as exc:  # noqa: BLE001 - fail this step's requests, keep serving
-                log.exception("generation step failed on %s", self.name)
-                error = exc if isinstance(exc, InferdError) else EngineError(f"generation failed: {exc}")
-                for req in {id(r): r for r in [s.req for s in self._running] + admitted}.values():
-                    req.loop.call_soon_threadsafe(req.queue.put_nowait, error)
-                self._running, batch = [], None
+            except Exception:  # noqa: BLE001 - find the request that fails; the others go on
+                log.exception("generation step failed on %s; retrying its requests one by one", self.name)
+                batch = self._isolate(admitted)
             self.observer.queue_depth(self.name, len(self._waiting))
             self.observer.running(self.name, len(self._running))
+
+    def _isolate(self, admitted: list[_Request]):
+        """After a failed step: each request of it runs one step alone (its running sequences'
+        cache recomputed from prompt and output, a fresh one prefilled); the one that raises
+        fails, the others are merged back into one batch. Returns that batch."""
+        requests = list({id(s.req): s.req for s in self._running}.values())
+        fresh = set(map(id, admitted))
+        merged, survivors = None, []
+        for req in requests + admitted:
+            live = [s for s in req.seqs if s.finish_reason is None] if id(req) not in fresh else []
+            self._running = live
+            try:
+                cache = self._recompute(live) if live else None
+                cache = self._step(cache, [req] if id(req) in fresh else [])
+            except Exception as exc:  # noqa: BLE001 - this request is the one that fails
+                log.exception("request %s fails the generation step; failing it alone", req.request.request_id)
+                error = exc if isinstance(exc, InferdError) else EngineError(f"generation failed: {exc}")
+                req.loop.call_soon_threadsafe(req.queue.put_nowait, error)
+                continue
+            if self._running:
+                merged = self.backend.merge(merged, cache)
+                survivors += self._running
+        self._running = survivors
+        return merged
+
+    def _recompute(self, seqs: list[_Seq]):
+        """A fresh cache for running sequences: prompt and output so far, less the token the next
+        step feeds in."""
+        cache, _ = self.backend.prefill([s.req.request.prompt_ids + s.row.output_ids[:-1] for s in seqs])
+        return cache
 
     def _admit(self) -> list[_Request]:
         admitted, free = [], self.max_num_seqs - len(self._running)
