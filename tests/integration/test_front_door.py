@@ -185,6 +185,8 @@ async def test_a_render_past_the_bound_fails_that_request_alone(door, monkeypatc
     ("/v1/inference/tiny", {"input": "hi", "stop": [""]}),
     ("/anthropic/v1/messages", {"model": "tiny", "max_tokens": 4, "messages": HI, "stop_sequences": [""]}),
     (CHAT, {"model": "tiny", "messages": HI, "seed": 2**70}),
+    ("/embeddings", {"model": MINILM, "input": [2**80, -5], "encoding_format": "\U000d92f9"}),  # found by fuzzing
+    ("/v1/inference/tiny", {"input": 2**80}),
     ("/v1/inference/tiny", {"input": "hi", "seed": -(2**70)}),
     (CHAT, {"model": "tiny", "messages": HI, "logit_bias": {"999999999": 5}}),
     (CHAT, {"model": "tiny", "messages": HI, "logit_bias": {"12": 500}}),

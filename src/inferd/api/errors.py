@@ -24,6 +24,7 @@ from inferd.errors import InferdError
 
 log = logging.getLogger(__name__)
 
+MAX_ERRORS = 20  # validation errors listed in one 422
 _HTTP_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
 
 
@@ -81,7 +82,11 @@ def _describe(errors: list[dict]) -> tuple[str, str | None]:
 async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     if dialect_of(request.scope) not in (OPENAI, COHERE, ANTHROPIC):
-        return FastJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        # where and why, never the input itself: echoing it would send a 32 MiB body back (once
+        # per union branch) and values JSON cannot carry (integers past 64 bits)
+        detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": str(e.get("msg"))}
+                  for e in errors[:MAX_ERRORS]]
+        return FastJSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
     message, param = _describe(errors)
     return error_response(request, 400, message, kind="invalid_request_error", code="invalid_request", param=param)
 
