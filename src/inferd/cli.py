@@ -100,6 +100,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     from inferd.supervisor import exit_now, reap_children
 

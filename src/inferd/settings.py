@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     # --- network
     host: str = "127.0.0.1"
     port: int = 8000
+    keep_alive_s: int = Field(
+        75, ge=1, description="how long an idle keep-alive connection stays open (uvicorn's 5 s closed busy "
+        "clients' idle pool connections under load, and every reconnect cost the client CPU)"
+    )
 
     # --- where things live
     data_dir: Path = Field(Path(".inferd"), description="SQLite file, caches and converted models")

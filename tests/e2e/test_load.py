@@ -1,0 +1,128 @@
+"""Under load, a real `inferd serve` keeps its clients' keep-alive connections open, admits only
+what its queues hold (200 or 429 with Retry-After, never a hang or a 5xx), and answers /health
+within 100 ms throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import MINILM
+from tests.e2e.conftest import RemoteServer, embeddings_only_catalog
+
+
+PROBE = """
+import sys, time, http.client, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+try:
+    while True:
+        started = time.perf_counter()
+        conn.request("GET", url.path)
+        conn.getresponse().read()
+        print(time.perf_counter() - started, flush=True)
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(tmp_path_factory):
+    """MiniLM with a queue of 64 inputs, so 10x the queue is a load a test can send."""
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("load")
+    path = embeddings_only_catalog(tmp / "catalog.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["models"][0].setdefault("limits", {})["queue_size"] = 64
+    path.write_text(yaml.safe_dump(data))
+    server = RemoteServer(tmp, "--catalog", str(path)).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_a_64_client_load_keeps_64_connections(small_queue_server):
+    server = small_queue_server
+    seen: set[int] = set()
+    done = False
+
+    def sample():
+        process = psutil.Process(server.pid)
+        while not done:
+            for conn in process.net_connections("tcp"):
+                if conn.laddr.port == server.port and conn.raddr:
+                    seen.add(conn.raddr.port)
+            time.sleep(0.05)
+
+    async def load():
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=120)
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers(), limits=limits,
+                                     timeout=60) as client:
+            end = time.monotonic() + 12
+
+            async def worker():
+                while time.monotonic() < end:
+                    r = await client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence"})
+                    assert r.status_code in (200, 429), r.text
+
+            await asyncio.gather(*(worker() for _ in range(64)))
+
+    import threading
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        asyncio.run(load())
+    finally:
+        done = True
+        sampler.join()
+    assert len(seen) <= 64 + 2, len(seen)  # (+2: the sampler may catch a /health probe's connection)
+
+
+def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_server):
+    server = small_queue_server
+    statuses: dict[int, int] = {}
+    admitted: list[float] = []
+
+    async def load():
+        limits = httpx.Limits(max_connections=700, max_keepalive_connections=700)
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers(), limits=limits,
+                                     timeout=60) as client:
+            async def one():
+                started = time.perf_counter()
+                r = await client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence " * 20})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    admitted.append(time.perf_counter() - started)
+                else:
+                    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+
+            for _ in range(2):  # two waves of 10x the queue (64 inputs), all at once
+                await asyncio.gather(*(one() for _ in range(640)))
+
+    # the probe runs in a process of its own (the load's 640 coroutines would delay it in this one)
+    prober = subprocess.Popen([sys.executable, "-c", PROBE, f"{server.base_url}/health"], stdout=subprocess.PIPE,
+                              text=True)
+    time.sleep(0.5)
+    try:
+        asyncio.run(load())
+    finally:
+        prober.send_signal(signal.SIGINT)
+        health = [float(x) for x in prober.communicate(timeout=10)[0].split()]
+    admitted.sort()
+    health.sort()
+    p99 = admitted[int(len(admitted) * 0.99) - 1]
+    print(f"overload: {statuses}, admitted p50 {admitted[len(admitted) // 2] * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms; /health p50 {health[len(health) // 2] * 1000:.0f} ms, "
+          f"p99 {health[int(len(health) * 0.99) - 1] * 1000:.0f} ms, max {health[-1] * 1000:.0f} ms "
+          f"over {len(health)} probes")
+    assert set(statuses) <= {200, 429} and statuses.get(429) and statuses.get(200)
+    assert health[int(len(health) * 0.99) - 1] < 0.1
