@@ -201,6 +201,56 @@ async def structured_level(url, model, streams, tokens, extra) -> dict:
             "ttft_same_schema_ms": 1000 * again["ttft"]}
 
 
+PROBE = """
+import sys, time, http.client, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+try:
+    while True:
+        started = time.perf_counter()
+        conn.request("GET", url.path)
+        conn.getresponse().read()
+        print(time.perf_counter() - started, flush=True)
+        time.sleep(0.02)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+async def loop_lag_level(url, model, streams, tokens, extra) -> dict:
+    """The event loop's lag while ``streams`` streams run and a client keeps sending chats of
+    100,000 characters: a probe in a process of its own times GET /livez every 20 ms."""
+    import signal
+    import subprocess
+
+    base = url.split("/v1/")[0]
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, f"{base}/livez"], stdout=subprocess.PIPE, text=True)
+    big = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "lorem ipsum " * 8334}]}
+    sent = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+        stop = asyncio.Event()
+
+        async def large_prompts():
+            nonlocal sent
+            while not stop.is_set():
+                async with session.post(url, json={**big, **extra}) as r:
+                    await r.read()
+                sent += 1
+
+        sender = asyncio.create_task(large_prompts())
+        await asyncio.sleep(0.5)
+        began = time.perf_counter()
+        results = await asyncio.gather(*[one_stream(session, url, model, tokens, extra) for _ in range(streams)])
+        elapsed = time.perf_counter() - began
+        stop.set()
+        await sender
+    probe.send_signal(signal.SIGINT)
+    lags = sorted(float(x) for x in probe.communicate(timeout=30)[0].split())
+    return {"tok_s": sum(r["tokens"] for r in results) / elapsed, "large_prompts": sent,
+            "lag_p50_ms": 1000 * percentile(lags, 50), "lag_p99_ms": 1000 * percentile(lags, 99),
+            "lag_max_ms": 1000 * lags[-1], "probes": len(lags)}
+
+
 def static_batch(batch: int, tokens: int) -> float:
     """transformers' generate() on a static batch, in process: output tokens/s."""
     import torch
@@ -269,6 +319,9 @@ def main(argv=None) -> int:
                         help="also run the largest level with a json_schema, and time a new schema's first request")
     parser.add_argument("--tools", action="store_true",
                         help="also run the largest level with tools (auto, required) against the same without")
+    parser.add_argument("--loop-lag", action="store_true",
+                        help="inferd only: the event loop's lag (a /livez probe) under the largest level plus a "
+                             "client sending 100,000-character prompts")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
     levels = [int(x) for x in args.streams.split(",")]
@@ -317,6 +370,14 @@ def main(argv=None) -> int:
                               f"({level['tokens_per_stream']:.0f} tok/stream"
                               + (f", {100 * level['valid_calls']:.0f}% valid calls" if kind == "required" else "")
                               + ")", flush=True)
+                if args.loop_lag and plan["name"].startswith("inferd-"):
+                    c = max(levels)
+                    result = asyncio.run(loop_lag_level(plan["url"], plan["model"], c, args.tokens, plan["extra"]))
+                    rows.append({"system": plan["name"] + "+loop-lag", "streams": c, **result})
+                    print(f"  {plan['name'] + ' loop lag':28s} {c:3d} streams + {result['large_prompts']} prompts of "
+                          f"100k characters: {result['tok_s']:7.1f} tok/s; /livez p50 {result['lag_p50_ms']:.1f} ms, "
+                          f"p99 {result['lag_p99_ms']:.1f} ms, max {result['lag_max_ms']:.0f} ms "
+                          f"({result['probes']} probes)", flush=True)
             except Exception as exc:  # noqa: BLE001 - report and go on with the next system
                 print(f"  {plan['name']} failed: {exc}")
                 failed = True
