@@ -22,24 +22,50 @@ def _postgres_bin() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
+class Postgres:
+    """A throwaway PostgreSQL server that a test can stop and start again."""
+
+    AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
+
+    def __init__(self, bindir: str):
+        self.bindir = bindir
+        self.root = tempfile.mkdtemp(prefix="inferd-pg-")
+        shutil.chown(self.root, "postgres")
+        self.data, self.port = os.path.join(self.root, "data"), free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        subprocess.run([*self.AS_POSTGRES, f"{bindir}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        subprocess.run(
+            [*self.AS_POSTGRES, f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.root, "log"),
+             "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start"],
+            check=True, capture_output=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run([*self.AS_POSTGRES, f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
+                       capture_output=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def postgres_url():
+def postgres():
     bindir = _postgres_bin()
     if bindir is None or shutil.which("runuser") is None or os.geteuid() != 0:
         pytest.skip("PostgreSQL binaries (apt-get install postgresql) and root are needed for this test")
-    root = tempfile.mkdtemp(prefix="inferd-pg-")
-    shutil.chown(root, "postgres")
-    data, port = os.path.join(root, "data"), free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
-    subprocess.run(
-        [*as_postgres, f"{bindir}/pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "log"),
-         "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
-        check=True, capture_output=True,
-    )
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_postgres, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    server = Postgres(bindir)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres):
+    return postgres.url
 
 
 async def test_accounts_on_postgresql(postgres_url):
@@ -59,3 +85,53 @@ async def test_accounts_on_postgresql(postgres_url):
     [summary] = await usage_summary(db)
     assert summary["requests"] == 3 and summary["input_tokens"] == 15
     await db.close()
+
+
+async def test_a_database_outage_under_load_loses_no_usage_row(postgres, tmp_path, minilm_path):
+    """PostgreSQL stopped for 10 s under load: inference goes on for a token verified before,
+    the usage rows go to the journal, and every one of them is in the database after it returns."""
+    import asyncio
+    import time
+
+    from sqlalchemy import func, select
+
+    from inferd.accounts.models import UsageRecord
+    from inferd.catalog.catalog import Catalog
+    from inferd.catalog.spec import ModelSpec
+    from tests.conftest import MINILM, make_settings, start_app
+
+    catalog = Catalog([ModelSpec(id=MINILM, task="embeddings", backend="sentence-transformers",
+                                 source=str(minilm_path))])
+    settings = make_settings(tmp_path, database_url=postgres.url, usage_flush_interval_s=0.1, token_cache_ttl_s=0.5)
+    async for h in start_app(settings, catalog):
+        answered: list[str] = []
+        failed: list[int] = []
+
+        async def load(seconds: float) -> None:
+            end = time.monotonic() + seconds
+
+            async def worker():
+                while time.monotonic() < end:
+                    r = await h.client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence"})
+                    (answered.append(r.headers["x-request-id"]) if r.status_code == 200 else failed.append(r.status_code))
+                    await asyncio.sleep(0.01)
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+
+        await load(1)
+        postgres.stop()
+        during = len(answered)
+        await load(10)
+        assert len(answered) - during > 50 and not failed, failed[:5]  # served through the outage
+        assert h.state.usage.journaled
+        postgres.start()
+        deadline = time.monotonic() + 60
+        while h.state.usage.journaled and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await h.state.usage.flush()
+        async with h.state.db.sessions() as session:
+            stored = await session.scalar(select(func.count()).select_from(UsageRecord)
+                                          .where(UsageRecord.request_id.in_(answered)))
+        print(f"database outage: {len(answered)} answered ({len(answered) - during} during 10 s down), "
+              f"{stored} rows stored")
+        assert stored == len(answered)

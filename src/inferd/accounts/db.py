@@ -34,7 +34,12 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(self.url)
+        # a server that went away is noticed when a connection is taken, not on the statement;
+        # connecting gives up after 5 s (asyncpg waits 60 by default)
+        options: dict = {} if self.is_sqlite else {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "postgresql":
+            options["connect_args"] = {"timeout": 5}
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

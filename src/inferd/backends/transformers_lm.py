@@ -80,6 +80,8 @@ class TransformersLMBackend(Backend):
     """A causal LM in eager PyTorch; ``options``: dtype (float32), attn_implementation
     (default: sdpa that keeps grouped-query heads grouped, see ``_sdpa_gqa``)."""
 
+    engine = "continuous"  # the scheduler that runs it: engine/lm_scheduler.py
+
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -179,11 +181,6 @@ class TransformersLMBackend(Backend):
             layer.keys = layer.keys.index_select(0, index)
             layer.values = layer.values.index_select(0, index)
         return BatchCache(batch.cache, batch.mask.index_select(0, index), batch.positions.index_select(0, index))
-
-    def make_engine(self, ref, settings, observer):
-        from inferd.engine.lm_scheduler import BatchGenerationEngine
-
-        return BatchGenerationEngine(ref, self, observer=observer)
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

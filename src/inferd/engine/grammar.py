@@ -13,7 +13,7 @@ enough for that plan, forces it token by token, so even a model that would nest 
 returns JSON that parses. Only when the closing itself cannot fit does a sequence end with
 ``length`` (its text as it is); a state that could end as it is (text beside tools) is never
 forced, but continuations the budget could not close (another tool call) are dropped. The vLLM
-runtime runs the same matchers in inferd's own vLLM logits processor (backends/vllm_grammar.py).
+runtime runs the same matchers in inferd's own vLLM logits processor (engine/vllm_grammar.py).
 """
 
 from __future__ import annotations

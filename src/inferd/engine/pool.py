@@ -12,6 +12,7 @@ each failure in a row (``RESTART_BACKOFF_S`` up to ``MAX_BACKOFF_S``).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 
 from inferd.backends import backend_class
@@ -45,6 +46,11 @@ class _Unloadable(Engine):
 
 # the tasks the encoder engine serves, and the backend class each needs
 _ENCODER_BACKENDS = {Task.EMBEDDINGS: EncoderBackend, Task.RERANKER: RerankBackend}
+# the schedulers a text-generation backend names (its ``engine`` attribute), loaded when used
+_GENERATION_ENGINES = {
+    "continuous": "inferd.engine.lm_scheduler:BatchGenerationEngine",
+    "vllm": "inferd.engine.vllm:VLLMEngine",
+}
 
 
 def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
@@ -68,8 +74,10 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             observer=observer,
             workers=settings.engine_workers,
         )
-    if ref.spec.task is Task.TEXT_GENERATION and hasattr(backend, "make_engine"):
-        return backend.make_engine(ref, settings, observer)
+    engine = _GENERATION_ENGINES.get(getattr(backend, "engine", ""))
+    if ref.spec.task is Task.TEXT_GENERATION and engine is not None:
+        module, _, name = engine.partition(":")
+        return getattr(importlib.import_module(module), name)(ref, backend, observer)
     return _Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
 
 
