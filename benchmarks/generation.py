@@ -201,20 +201,7 @@ async def structured_level(url, model, streams, tokens, extra) -> dict:
             "ttft_same_schema_ms": 1000 * again["ttft"]}
 
 
-PROBE = """
-import sys, time, http.client, urllib.parse
-url = urllib.parse.urlsplit(sys.argv[1])
-conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-try:
-    while True:
-        started = time.perf_counter()
-        conn.request("GET", url.path)
-        conn.getresponse().read()
-        print(time.perf_counter() - started, flush=True)
-        time.sleep(0.02)
-except KeyboardInterrupt:
-    pass
-"""
+PROBE = str(Path(__file__).with_name("probe.py"))
 
 
 async def loop_lag_level(url, model, streams, tokens, extra) -> dict:
@@ -224,7 +211,7 @@ async def loop_lag_level(url, model, streams, tokens, extra) -> dict:
     import subprocess
 
     base = url.split("/v1/")[0]
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, f"{base}/livez"], stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen([sys.executable, PROBE, f"{base}/livez", "0.02"], stdout=subprocess.PIPE, text=True)
     big = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "lorem ipsum " * 8334}]}
     sent = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
