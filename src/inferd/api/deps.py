@@ -13,10 +13,6 @@ from inferd.serving.context import RequestContext
 _CTX = "inferd_ctx"
 
 
-def request_id(request: Request) -> str:
-    return request.scope["state"]["request_id"]
-
-
 def new_context(request: Request) -> RequestContext:
     state = request.scope["state"]
     return RequestContext(request_id=state["request_id"], client_request_id=state.get("client_request_id"))
@@ -73,16 +69,18 @@ async def admit(request: Request, *, needs_token: bool, needs_admin: bool) -> No
     limit_body(request, settings.max_body_bytes)
 
 
-async def authenticated(request: Request, _: AppState = Depends(app_state)) -> RequestContext:
-    """The request's context; its token was checked (from the headers) when the route admitted it
-    (a route of another class is checked here, after its body was read)."""
+async def _admitted(request: Request, needs_admin: bool) -> RequestContext:
+    """The context ``admit`` left; a route of another class is admitted here, after its body was read."""
     if _CTX not in request.scope["state"]:
-        await admit(request, needs_token=True, needs_admin=False)
+        await admit(request, needs_token=True, needs_admin=needs_admin)
     return request.scope["state"][_CTX]
+
+
+async def authenticated(request: Request, _: AppState = Depends(app_state)) -> RequestContext:
+    """The request's context; its token was checked (from the headers) when the route admitted it."""
+    return await _admitted(request, needs_admin=False)
 
 
 async def admin(request: Request, _: AppState = Depends(app_state)) -> RequestContext:
     """Like ``authenticated``, and the token must be an admin's (403 otherwise)."""
-    if _CTX not in request.scope["state"]:
-        await admit(request, needs_token=True, needs_admin=True)
-    return request.scope["state"][_CTX]
+    return await _admitted(request, needs_admin=True)
