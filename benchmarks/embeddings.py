@@ -16,6 +16,10 @@ What the figures mean:
   (after the warm-up) count; sentences/s = sentences in those requests / window length.
 * ``ratio_to_raw`` = sentences/s / raw limit; ``inferd / infinity`` compares the two servers.
   The client runs on the same machine as the server, so it takes some CPU from both alike.
+  ``--client httpx`` loads with httpx (the openai SDK's transport, with the SDK's pool limits)
+  instead of aiohttp: a heavier client. httpcore 1.0.9's pool hands one idle connection to
+  several waiting requests; the losers retry, and a client that is short of CPU spends most
+  of it there (encode/httpcore#1110). ``--client httpx2`` is pydantic's fork with that fixed.
 
 Every system gets the same deterministic corpus, in the same order. Figures go to the console
 and to ``.bench/results/embeddings-<UTC timestamp>.json``. The exit code is non-zero if a system
@@ -115,7 +119,7 @@ def percentile(values: list[float], pct: float) -> float | None:
     return ordered[round(pct / 100 * (len(ordered) - 1))] if ordered else None
 
 
-async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim) -> dict:
+async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim, client_kind="aiohttp") -> dict:
     """Closed loop: `concurrency` clients each send `body_factory()`, wait, and send again.
 
     The clients run for warmup + duration seconds. Requests that *finish* in the last `duration`
@@ -130,16 +134,22 @@ async def run_load(url, body_factory, concurrency, duration, warmup, expected_di
         stats["errors"] += 1
         stats["first_error"] = stats["first_error"] or message
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def post(session, body: dict) -> tuple[int, bytes]:
+        if client_kind != "aiohttp":
+            response = await session.post(url, json=body)
+            return response.status_code, response.content
+        async with session.post(url, json=body) as response:
+            return response.status, await response.read()
+
+    async def client(session) -> None:
         while time.perf_counter() < stop_at:
             body = body_factory()
             sent = time.perf_counter()
             try:
-                async with session.post(url, json=body) as response:
-                    payload = await response.read()
-                    if response.status != 200:
-                        error(f"HTTP {response.status}: {payload[:200]!r}")
-                        continue
+                status, payload = await post(session, body)
+                if status != 200:
+                    error(f"HTTP {status}: {payload[:200]!r}")
+                    continue
                 data = json.loads(payload)["data"]
             except Exception as exc:  # noqa: BLE001 - every failure is an error, keep loading
                 error(f"{type(exc).__name__}: {exc}")
@@ -153,10 +163,18 @@ async def run_load(url, body_factory, concurrency, duration, warmup, expected_di
                 stats["requests"] += 1
                 latencies.append((done - sent) * 1000)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    if client_kind != "aiohttp":  # the openai SDK's transport (or its fork), with the SDK's own pool limits
+        import importlib
+
+        httpx = importlib.import_module(client_kind)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as session:
+            await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    else:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await asyncio.gather(*(client(session) for _ in range(concurrency)))
     return {"sentences_per_s": stats["sentences"] / duration, "requests_per_s": stats["requests"] / duration,
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "errors": stats["errors"], "first_error": stats["first_error"]}
@@ -256,7 +274,7 @@ def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_pa
             before, began = cpu_seconds(proc.pid), time.perf_counter()
             result = asyncio.run(
                 run_load(embed_url, round_robin_bodies(corpus, per_request), concurrency,
-                         args.duration, args.warmup, DIM)
+                         args.duration, args.warmup, DIM, args.client)
             )
             result.update(cores_used(before, proc.pid, time.perf_counter() - began))
             if result["first_error"]:
@@ -280,6 +298,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--systems", default="raw,inferd,infinity", help="comma list of raw,inferd,infinity")
     parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
     parser.add_argument("--port-base", type=int, help="inferd on this port, infinity on the next (default: free)")
+    parser.add_argument("--client", choices=("aiohttp", "httpx", "httpx2"), default="aiohttp",
+                        help="the load client: aiohttp (light); httpx with the openai SDK's pool limits; or httpx2, "
+                             "pydantic's fork of httpx whose pool does not churn (docs/benchmarks.md)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -402,7 +423,7 @@ def main(argv=None) -> int:
     out = results_dir / f"embeddings-{stamp}.json"
     out.write_text(json.dumps({
         "timestamp": stamp, "model": MODEL, "corpus_size": len(corpus), "cpu_count": os.cpu_count(),
-        "duration_s": args.duration, "warmup_s": args.warmup, "loads": [f"{c} x {n}" for c, n in args.loads],
+        "duration_s": args.duration, "warmup_s": args.warmup, "client": args.client, "loads": [f"{c} x {n}" for c, n in args.loads],
         "raw_by_batch_size": raw_rates, "raw_limit": max(raw_rates.values()) if raw_rates else None,
         "rows": rows, "inferd_over_infinity": ratios, "failures": failures,
     }, indent=2))
