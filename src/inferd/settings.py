@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; past it, 413")
     max_messages: int = Field(2048, ge=1, description="chat messages in one request")
+    requests_per_turn: int = Field(
+        8, ge=1, description="requests that start their work in one turn of the event loop; the rest wait a turn "
+        "(a burst cannot stall /health or running streams)"
+    )
     template_timeout_s: float = Field(
         5.0, gt=0, description="longest a chat template may take to render and tokenise; past it, 400"
     )

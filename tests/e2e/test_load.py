@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 import httpx
 import psutil
 import pytest
@@ -80,17 +81,20 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
     admitted: list[float] = []
 
     async def load():
-        limits = httpx.Limits(max_connections=700, max_keepalive_connections=700)
-        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers(), limits=limits,
-                                     timeout=60) as client:
+        # aiohttp: an httpx client with 640 requests in flight spends a core on its own connection pool,
+        # and its delays (between sending headers and body, too) would be counted as the server's
+        connector = aiohttp.TCPConnector(limit=700)
+        async with aiohttp.ClientSession(base_url=server.base_url, headers=server.headers(), connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as client:
             async def one():
                 started = time.perf_counter()
-                r = await client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence " * 20})
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 200:
+                async with client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence " * 20}) as r:
+                    text = await r.text()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                if r.status == 200:
                     admitted.append(time.perf_counter() - started)
                 else:
-                    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+                    assert r.status == 429 and int(r.headers["retry-after"]) >= 1, text
 
             for _ in range(2):  # two waves of 10x the queue (64 inputs), all at once
                 await asyncio.gather(*(one() for _ in range(640)))
@@ -113,4 +117,6 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
           f"over {len(health)} probes")
     assert set(statuses) <= {200, 429} and statuses.get(429) and statuses.get(200)
     assert health[int(len(health) * 0.99) - 1] < 0.1
-    assert health[-1] < 0.3  # a full GC over the loaded models' heap stalled the loop 420-480 ms (gc.freeze)
+    # a full GC over the loaded models' heap stalled the loop 420-480 ms (gc.freeze); a burst of 640 request
+    # starts in one turn of the loop, ~190 ms (api/pacing.py)
+    assert health[-1] < 0.2

@@ -215,7 +215,8 @@ def insert_ignoring_duplicates(db: Database):
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    return dialect_insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
+    # on the table, not the ORM class: a plain executemany, without the ORM's bulk-persistence work on the loop
+    return dialect_insert(UsageRecord.__table__).on_conflict_do_nothing(index_elements=["request_id"])
 
 
 async def usage_summary(db: Database, since: datetime | None = None, token_id: str | None = None) -> list[dict]:

@@ -88,7 +88,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     )
     app.state.inferd = state
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=settings.access_log,
+                       requests_per_turn=settings.requests_per_turn)
 
     app.include_router(system.router)
     if settings.docs_auth:

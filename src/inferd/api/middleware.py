@@ -19,6 +19,7 @@ import time
 from starlette.requests import Request
 
 from inferd.api.errors import error_response
+from inferd.api.pacing import Pacer
 from inferd.observability.logs import request_id_var
 from inferd.observability.metrics import Metrics
 from inferd.serving.context import new_request_id
@@ -36,11 +37,16 @@ def client_request_id(scope) -> str | None:
     return None
 
 
+# answered at once, whatever the load: probes must see a busy server as alive and ready
+UNPACED = frozenset({"/health", "/livez", "/metrics"})
+
+
 class RequestContextMiddleware:
-    def __init__(self, app, metrics: Metrics, access_log: bool = False):
+    def __init__(self, app, metrics: Metrics, access_log: bool = False, requests_per_turn: int = 8):
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.pacer = Pacer(requests_per_turn)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -63,6 +69,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if scope["path"] not in UNPACED:
+                await self.pacer.start()
             await self.app(scope, receive, send_with_id)
         except Exception:
             if responded:  # too late for a status: the server closes the connection

@@ -87,3 +87,34 @@ async def test_known_tokens_keep_working_while_the_database_is_down(db, monkeypa
     assert (await store.verify(known)).name == "known"
     with pytest.raises(ServiceUnavailable):
         await store.verify(unknown)
+
+
+async def test_requests_presenting_the_same_token_share_one_lookup(db, monkeypatch):
+    store = TokenStore(db, cache_ttl_s=0.0)  # every verify goes past the cache
+    secret, _ = await store.create("busy")
+    real, opened = db.sessions, []
+
+    def counting(*args, **kwargs):
+        opened.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(db, "sessions", counting)
+    answers = await asyncio.gather(*(store.verify(secret) for _ in range(200)))
+    assert all(info is not None and info.name == "busy" for info in answers)
+    assert len(opened) == 1  # one query for 200 requests in flight, not 200
+
+    # a caller that leaves does not cancel the lookup the others wait on
+    waiters = [asyncio.create_task(store.verify(secret)) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    assert all(info.name == "busy" for info in await asyncio.gather(*waiters[1:]))
+
+
+async def test_a_lookup_in_flight_when_its_token_is_revoked_does_not_cache_it(db):
+    store = TokenStore(db)
+    secret, row = await store.create("racing")
+    lookup = asyncio.create_task(store.verify(secret))
+    await asyncio.sleep(0)  # the lookup has begun
+    assert await store.revoke(row.token_id)
+    await lookup  # whatever it read, it must not outlive the revocation in the cache
+    assert await store.verify(secret) is None
