@@ -16,21 +16,33 @@ import psutil
 import pytest
 
 from tests.conftest import MINILM, REPO
-from tests.e2e.conftest import RemoteServer, embeddings_only_catalog
+from tests.e2e.conftest import RemoteServer
 
 
 PROBE = str(REPO / "benchmarks" / "probe.py")  # GET a URL every 50 ms, print each round trip
 
 
+RERANKER = "inferd/minilm-bi-encoder-reranker"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 @pytest.fixture(scope="module")
 def small_queue_server(tmp_path_factory):
-    """MiniLM with a queue of 64 inputs, so 10x the queue is a load a test can send."""
+    """The default catalog's three tasks with small queues, so 10x the queue is a load a test can
+    send: MiniLM and the reranker queue 64 inputs; SmolLM2 on vLLM runs 8 and queues 8."""
+    from importlib import resources
+
     import yaml
 
     tmp = tmp_path_factory.mktemp("load")
-    path = embeddings_only_catalog(tmp / "catalog.yaml")
-    data = yaml.safe_load(path.read_text())
-    data["models"][0].setdefault("limits", {})["queue_size"] = 64
+    data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
+    for model in data["models"]:
+        if model["task"] == "text-generation":
+            model["limits"].update(max_batch_size=8, queue_size=8)
+            model["options"].update(kv_cache_gib=1, enforce_eager=True)  # no compile: a shorter start
+        else:
+            model["limits"]["queue_size"] = 64
+    path = tmp / "catalog.yaml"
     path.write_text(yaml.safe_dump(data))
     server = RemoteServer(tmp, "--catalog", str(path)).wait_ready()
     yield server
@@ -75,8 +87,19 @@ def test_a_64_client_load_keeps_64_connections(small_queue_server):
     assert len(seen) <= 64 + 2, len(seen)  # (+2: the sampler may catch a /health probe's connection)
 
 
-def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_server):
+# (route, body, concurrent requests = 10x what the model admits at once)
+OVERLOADS = {
+    "embeddings": ("/v1/openai/embeddings", {"model": MINILM, "input": "a sentence " * 20}, 640),
+    "rerank": ("/v1/rerank", {"model": RERANKER, "query": "a question", "documents": ["a sentence " * 20] * 4}, 160),
+    "chat": ("/v1/openai/chat/completions",
+             {"model": SMOLLM2, "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 8}, 160),
+}
+
+
+@pytest.mark.parametrize("task", list(OVERLOADS))
+def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_server, task):
     server = small_queue_server
+    path, body, concurrency = OVERLOADS[task]
     statuses: dict[int, int] = {}
     admitted: list[float] = []
 
@@ -85,10 +108,10 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
         # and its delays (between sending headers and body, too) would be counted as the server's
         connector = aiohttp.TCPConnector(limit=700)
         async with aiohttp.ClientSession(base_url=server.base_url, headers=server.headers(), connector=connector,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as client:
+                                         timeout=aiohttp.ClientTimeout(total=120)) as client:
             async def one():
                 started = time.perf_counter()
-                async with client.post("/v1/openai/embeddings", json={"model": MINILM, "input": "a sentence " * 20}) as r:
+                async with client.post(path, json=body) as r:
                     text = await r.text()
                 statuses[r.status] = statuses.get(r.status, 0) + 1
                 if r.status == 200:
@@ -96,8 +119,8 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
                 else:
                     assert r.status == 429 and int(r.headers["retry-after"]) >= 1, text
 
-            for _ in range(2):  # two waves of 10x the queue (64 inputs), all at once
-                await asyncio.gather(*(one() for _ in range(640)))
+            for _ in range(2):  # two waves of 10x the queue, all at once
+                await asyncio.gather(*(one() for _ in range(concurrency)))
 
     # the probe runs in a process of its own (the load's 640 coroutines would delay it in this one)
     prober = subprocess.Popen([sys.executable, PROBE, f"{server.base_url}/health"], stdout=subprocess.PIPE,
@@ -111,7 +134,7 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
     admitted.sort()
     health.sort()
     p99 = admitted[int(len(admitted) * 0.99) - 1]
-    print(f"overload: {statuses}, admitted p50 {admitted[len(admitted) // 2] * 1000:.0f} ms, "
+    print(f"overload ({task}): {statuses}, admitted p50 {admitted[len(admitted) // 2] * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms; /health p50 {health[len(health) // 2] * 1000:.0f} ms, "
           f"p99 {health[int(len(health) * 0.99) - 1] * 1000:.0f} ms, max {health[-1] * 1000:.0f} ms "
           f"over {len(health)} probes")
