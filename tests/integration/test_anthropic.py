@@ -112,3 +112,24 @@ async def test_bad_tools_are_400s(app):
                   {"tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}}):
         r = await app.client.post("/anthropic/v1/messages", json={**base, **extra})
         assert r.status_code == 400 and r.json()["type"] == "error", (extra, r.text)
+
+
+async def test_the_token_in_x_api_key_as_anthropic_clients_send_it(app):
+    import httpx
+
+    body = {"model": "smol", "messages": QUESTION}
+    async with httpx.AsyncClient(transport=app.client._transport, base_url="http://inferd.test") as bare:
+        r = await bare.post("/anthropic/v1/messages/count_tokens", json=body, headers={"x-api-key": ADMIN_TOKEN})
+        assert r.status_code == 200 and r.json()["input_tokens"] > 5
+        r = await bare.post("/anthropic/v1/messages/count_tokens", json=body, headers={"x-api-key": "inferd_wrong"})
+        assert r.status_code == 401 and r.json()["type"] == "error", r.text
+        r = await bare.post("/anthropic/v1/messages/count_tokens", json=body)
+        assert r.status_code == 401 and "x-api-key" in r.json()["error"]["message"]
+        # a Bearer token still works there, and wins over a wrong x-api-key
+        r = await bare.post("/anthropic/v1/messages/count_tokens", json=body,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "x-api-key": "inferd_wrong"})
+        assert r.status_code == 200
+        # other surfaces take only Authorization: Bearer, as their clients send it
+        r = await bare.post("/v1/openai/chat/completions", json={**body, "max_tokens": 2},
+                            headers={"x-api-key": ADMIN_TOKEN})
+        assert r.status_code == 401

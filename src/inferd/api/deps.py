@@ -46,17 +46,27 @@ def limit_body(request: Request, limit: int) -> None:
     request._receive = counted
 
 
-async def admit(request: Request, *, needs_token: bool, needs_admin: bool) -> None:
+def presented_token(request: Request, api_key_header: bool) -> str:
+    """The token a request carries: ``Authorization: Bearer`` everywhere, and where the surface's
+    clients send it there (Anthropic's API reference, curl examples and several of its clients),
+    ``x-api-key``."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        return secret.strip()
+    if api_key_header and (key := request.headers.get("x-api-key", "").strip()):
+        return key
+    where = "`x-api-key: <token>` or `Authorization: Bearer <token>`" if api_key_header else \
+        "`Authorization: Bearer <token>`"
+    raise Unauthorized(f"Missing API token: send {where}")
+
+
+async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: bool = False) -> None:
     """Everything that can be decided from the headers, before a byte of the body is read."""
     state: AppState = request.app.state.inferd
     settings = state.settings
     ctx = new_context(request)
     if needs_token and settings.auth:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            raise Unauthorized("Missing API token: send `Authorization: Bearer <token>`")
+        secret = presented_token(request, api_key_header)
         if len(secret) > 512:
             raise Unauthorized("Invalid API token")
         token = await state.tokens.verify(secret)

@@ -2,8 +2,9 @@
 and they admit a request before its body is read.
 
 Admission, in order, from the headers alone (``DialectRoute.get_route_handler``):
-  1. the bearer token, when the route depends on ``authenticated`` (401 / 403 without reading
-     a byte of the body: a client without a valid token cannot make the server buffer 32 MiB);
+  1. the token (``Authorization: Bearer``; on the Anthropic surface also ``x-api-key``), when
+     the route depends on ``authenticated`` (401 / 403 without reading a byte of the body: a
+     client without a valid token cannot make the server buffer 32 MiB);
   2. the body size: a ``Content-Length`` past ``max_body_bytes`` is a 413 at once, and a body
      sent without one is counted as it arrives and cut off with a 413 at the limit.
 Only then does FastAPI read and validate the body.
@@ -44,12 +45,14 @@ class DialectRoute(APIRoute):
         calls = _calls(self.dependant)
         self.needs_token = bool(calls & {authenticated, admin})
         self.needs_admin = admin in calls
+        self.api_key_header = self.dialect == ANTHROPIC  # Anthropic's clients send `x-api-key`
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()  # called by APIRoute.__init__: needs_* are read per request
 
         async def admitted(request: Request) -> Response:
-            await admit(request, needs_token=self.needs_token, needs_admin=self.needs_admin)
+            await admit(request, needs_token=self.needs_token, needs_admin=self.needs_admin,
+                        api_key_header=self.api_key_header)
             return await handler(request)
 
         return admitted
