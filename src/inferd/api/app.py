@@ -12,7 +12,7 @@ from inferd import __version__
 from inferd.accounts.db import Database
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import anthropic, cohere, inference, infinity, openai, system
+from inferd.api import anthropic, cohere, inference, infinity, openai, platform, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
@@ -98,6 +98,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     app.include_router(openai.router, prefix="/v1", include_in_schema=False)
     app.include_router(inference.router)
     app.include_router(cohere.router)
+    app.include_router(platform.router)
     app.include_router(anthropic.router, prefix="/anthropic")
     prefix = settings.infinity_prefix.rstrip("/")
     app.include_router(infinity.router, prefix=prefix)

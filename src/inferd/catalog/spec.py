@@ -62,6 +62,9 @@ class ModelSpec(BaseModel):
     tags: tuple[str, ...] = ()
     description: str = ""
     owned_by: str = "inferd"
+    quantization: str | None = Field(None, description="how the weights are served (fp32, bf16, q4_1, ...)")
+    deprecated: bool = False
+    replaced_by: str | None = Field(None, description="the model to use instead of a deprecated one")
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import time
 from inferd.catalog import Task
 from inferd.engine.base import Engine
 from inferd.engine.pool import ModelPool
+from inferd.serving.model_api import describe
 
 _CREATED = int(time.time())
 _INFINITY_CAPABILITIES = {Task.EMBEDDINGS: ["embed"], Task.RERANKER: ["rerank"]}
@@ -35,14 +36,9 @@ def openai_models(pool: ModelPool) -> dict:
             "created": _CREATED,
             "owned_by": spec.owned_by,
             "metadata": {
-                "description": spec.description,
+                **describe(spec),  # DeepInfra's model fields, as /models/{name} shows them
                 "context_length": context,
-                "max_tokens": context,
-                "pricing": spec.pricing.model_dump() if spec.pricing else None,
-                "tags": list(spec.tags),
                 "task": spec.task.value,
-                "aliases": list(spec.aliases),
-                "versions": [v.name for v in spec.versions],
                 **_status(engine),
             },
         })
