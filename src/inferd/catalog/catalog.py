@@ -65,7 +65,8 @@ class Catalog:
         spec = self._by_id.get(base) or self._by_alias(base, task)
         if spec is None or (task is not None and spec.task != task):
             wanted = f" for {task.value}" if task else ""
-            raise ModelNotFound(f"The model `{base}` does not exist{wanted}", param="model")
+            shown = base if len(base) <= 200 else base[:200] + "…"  # a client's name, echoed: bounded
+            raise ModelNotFound(f"The model `{shown}` does not exist{wanted}", param="model")
         chosen = spec.get_version(version)
         if chosen is None:
             raise ModelNotFound(f"The model `{base}` has no version `{version}`", param="model")

@@ -55,20 +55,8 @@ def describe(spec: ModelSpec, engine: Engine | None = None) -> dict:
     return info
 
 
-def _engine(pool: ModelPool, spec: ModelSpec) -> Engine:
-    return pool.engine(pool.catalog.resolve(spec.id))
-
-
 def model_list(pool: ModelPool) -> list[dict]:
-    return [describe(spec, _engine(pool, spec)) for spec in pool.catalog]
-
-
-def _find(pool: ModelPool, name: str) -> ModelSpec:
-    try:
-        return pool.catalog.resolve(name).spec
-    except ModelNotFound:
-        shown = name if len(name) <= 200 else name[:200] + "…"
-        raise ModelNotFound(f"The model `{shown}` does not exist", param="model") from None
+    return [describe(spec, pool.get(spec.id)) for spec in pool.catalog]
 
 
 def schemas(spec: ModelSpec, variant: str) -> dict:
@@ -81,12 +69,13 @@ def schemas(spec: ModelSpec, variant: str) -> dict:
 
 
 def model_detail(pool: ModelPool, name: str) -> dict:
-    spec = _find(pool, name)
-    info = describe(spec, _engine(pool, spec))
+    engine = pool.get(name)
+    spec = engine.ref.spec
+    info = describe(spec, engine)
     if "default" in SCHEMAS.get(spec.task, {}):
         info.update(schemas(spec, "default"))
     return info
 
 
 def model_schema(pool: ModelPool, name: str, variant: str) -> dict:
-    return schemas(_find(pool, name), variant)
+    return schemas(pool.catalog.resolve(name).spec, variant)
