@@ -20,6 +20,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the network
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (tests/postgres.py)."""
+    from tests.postgres import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def blank_db_url(request, tmp_path) -> str:
+    """The URL of a new, empty database: SQLite in a temp dir, or one on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/accounts.db"
+    return await request.getfixturevalue("pg_server").new_database()
 ADMIN_TOKEN = "inferd_test-admin-token-0123456789abcdef"
 
 

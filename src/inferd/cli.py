@@ -18,8 +18,13 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (stored hashed; a token is shown only when made).", no_args_is_help=True)
+accounts_app = typer.Typer(
+    help="Accounts: each owns its tokens, usage and limits; the admin account (acc_admin) manages them all.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(accounts_app, name="accounts")
 
 CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", "-c", help="Catalog YAML [env INFERD_CATALOG; default: embedded]")
@@ -130,7 +135,10 @@ def models_list(catalog: CatalogOpt = None) -> None:
 
 
 def _with_db(settings: Settings, work):
+    """Run ``work(db)`` on the migrated database; an InferdError (no such account...) is a
+    one-line error and exit status 1."""
     from inferd.accounts.db import Database
+    from inferd.errors import InferdError
 
     async def run():
         db = Database(settings.resolved_database_url())
@@ -140,22 +148,40 @@ def _with_db(settings: Settings, work):
         finally:
             await db.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except InferdError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @tokens_app.command("create")
 def tokens_create(
     name: Annotated[str, typer.Argument(help="A name to recognise the token by")],
-    admin: Annotated[bool, typer.Option("--admin", help="An admin token")] = False,
+    account: Annotated[
+        str | None, typer.Option("--account", help="The account it belongs to (default: acc_default)")
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin token (of the admin account, acc_admin)")] = False,
     database_url: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Make a new API token and print it (the only time it is shown)."""
+    from inferd.accounts.models import ADMIN_ACCOUNT
+    from inferd.accounts.store import AccountStore
     from inferd.accounts.tokens import TokenStore
 
-    settings = build_settings(database_url=database_url, data_dir=data_dir)
-    secret, row = _with_db(settings, lambda db: TokenStore(db).create(name, admin=admin))
-    typer.echo(f"token_id: {row.token_id}\nname:     {row.name}\ntoken:    {secret}")
+    if admin and account not in (None, ADMIN_ACCOUNT):
+        typer.echo("error: --admin makes a token of the admin account; leave out --account", err=True)
+        raise typer.Exit(2)
+
+    async def work(db):
+        tokens = TokenStore(db)
+        if account is not None:
+            await AccountStore(db, tokens).get(account)  # NotFound for a mistyped id
+        return await tokens.create(name, account_id=account, admin=admin)
+
+    secret, row = _with_db(build_settings(database_url=database_url, data_dir=data_dir), work)
+    typer.echo(f"token_id: {row.token_id}\naccount:  {row.account_id}\nname:     {row.name}\ntoken:    {secret}")
 
 
 @tokens_app.command("list")
@@ -169,13 +195,16 @@ def tokens_list(
 
     settings = build_settings(database_url=database_url, data_dir=data_dir)
     rows = _with_db(settings, lambda db: TokenStore(db).list(include_revoked=all_))
-    typer.echo(f"{'TOKEN ID':<22} {'NAME':<20} {'ENDS':<6} {'ADMIN':<6} {'CREATED':<20} REVOKED")
+    typer.echo(f"{'TOKEN ID':<22} {'ACCOUNT':<22} {'NAME':<20} {'ENDS':<6} {'CREATED':<17} {'EXPIRES':<17} REVOKED")
     for row in rows:
-        revoked = row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else ""
         typer.echo(
-            f"{row.token_id:<22} {row.name[:20]:<20} …{row.hint:<5} {'yes' if row.is_admin else '':<6} "
-            f"{row.created_at.strftime('%Y-%m-%d %H:%M'):<20} {revoked}"
+            f"{row.token_id:<22} {row.account_id:<22} {row.name[:20]:<20} …{row.hint:<5} {_when(row.created_at):<17} "
+            f"{_when(row.expires_at):<17} {_when(row.revoked_at)}"
         )
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
 @tokens_app.command("revoke")
@@ -196,27 +225,86 @@ def tokens_revoke(
 
 @app.command()
 def usage(
-    days: Annotated[int, typer.Option(help="Look back this many days (0 = all time)")] = 30,
+    from_: Annotated[str, typer.Option("--from", help="First month: YYYY.MM, current, current-N, or unix seconds")] = "current",
+    to: Annotated[str | None, typer.Option(help="Last month, same forms (default: the --from month)")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account (default: every account)")] = None,
     token_id: Annotated[str | None, typer.Option("--token-id", help="Only this token's requests")] = None,
     database_url: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Requests, tokens and cost per model, from the usage records."""
-    from inferd.accounts.usage import usage_summary
+    """The bill per month: per model and pricing type, requests, units, cost (exact, in dollars)
+    and cents, as `GET /payment/usage` gives it."""
+    from inferd.accounts.billing import bill, parse_period
 
-    settings = build_settings(database_url=database_url, data_dir=data_dir)
-    since = datetime.now(UTC) - timedelta(days=days) if days > 0 else None
-    rows = _with_db(settings, lambda db: usage_summary(db, since=since, token_id=token_id))
-    typer.echo(f"{'MODEL':<44} {'TASK':<12} {'STATUS':<10} {'REQUESTS':>8} {'IN TOKENS':>10} {'OUT TOKENS':>10} {'COST $':>12}")
-    total = 0.0
-    for row in rows:
-        cost = (row["cost_cents"] or 0) / 100
-        total += cost
+    async def work(db):
+        start = parse_period(from_, param="from")
+        end = parse_period(to, param="to") if to else None
+        return await bill(db, start=start, end=end, account_id=account, token_id=token_id)
+
+    out = _with_db(build_settings(database_url=database_url, data_dir=data_dir), work)
+    for month in out["months"]:
+        typer.echo(f"{month['period']}")
+        typer.echo(f"  {'MODEL':<44} {'PRICING':<12} {'REQUESTS':>8} {'UNITS':>12} {'COST $':>14} {'CENTS':>7}")
+        for item in month["items"]:
+            typer.echo(
+                f"  {item['model']['model_name'][:44]:<44} {item['pricing_type'][:12]:<12} {item['requests']:>8} "
+                f"{item['units']:>12} {item['cost_nano_usd'] / 10**9:>14.9f} {item['cost']:>7}"
+            )
+        typer.echo(f"  {'total':<44} {'':<12} {'':>8} {'':>12} {month['total_cost_nano_usd'] / 10**9:>14.9f} "
+                   f"{month['total_cost']:>7}")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Argument(help="A name for the account (a person, a team, a service)")],
+    rate_limit: Annotated[int | None, typer.Option(help="Concurrent requests per model (default: the server's)")] = None,
+    tpm_rate_limit: Annotated[int | None, typer.Option(help="Tokens per minute (default: the server's)")] = None,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make an account and its first API token, and print both (the token only this once)."""
+    from inferd.accounts.store import AccountStore
+    from inferd.accounts.tokens import TokenStore
+
+    made = _with_db(build_settings(database_url=database_url, data_dir=data_dir),
+                    lambda db: AccountStore(db, TokenStore(db)).create(name, rate_limit=rate_limit,
+                                                                       tpm_rate_limit=tpm_rate_limit))
+    typer.echo(f"account:  {made.account.account_id}\nname:     {made.account.name}\n"
+               f"token_id: {made.token_row.token_id}\ntoken:    {made.token}")
+
+
+@accounts_app.command("list")
+def accounts_list(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List accounts: id, name, active tokens, limits, and whether each is disabled."""
+    from inferd.accounts.store import AccountStore
+    from inferd.accounts.tokens import TokenStore
+
+    rows = _with_db(build_settings(database_url=database_url, data_dir=data_dir),
+                    lambda db: AccountStore(db, TokenStore(db)).list())
+    typer.echo(f"{'ACCOUNT':<22} {'NAME':<24} {'TOKENS':>6} {'RATE':>6} {'TPM':>9} {'CREATED':<17} DISABLED")
+    for account, active in rows:
+        name = account.name[:24] + (" (admin)" if account.is_admin else "")
         typer.echo(
-            f"{row['model'][:44]:<44} {row['task'][:12]:<12} {row['status']:<10} {row['requests']:>8} "
-            f"{row['input_tokens'] or 0:>10} {row['output_tokens'] or 0:>10} {cost:>12.6f}"
+            f"{account.account_id:<22} {name:<24} {active:>6} {account.rate_limit or '-':>6} "
+            f"{account.tpm_rate_limit or '-':>9} {_when(account.created_at):<17} {_when(account.disabled_at)}"
         )
-    typer.echo(f"{'total':<44} {'':<12} {'':<10} {'':>8} {'':>10} {'':>10} {total:>12.6f}")
+
+
+@accounts_app.command("disable")
+def accounts_disable(
+    account_id: Annotated[str, typer.Argument(help="The account id (acc_...)")],
+    enable: Annotated[bool, typer.Option("--enable", help="Enable it again instead")] = False,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Disable an account: its tokens stop working (within a few seconds on a running server);
+    its usage, its bill, stays."""
+    from inferd.accounts.store import AccountStore
+    from inferd.accounts.tokens import TokenStore
+
+    _with_db(build_settings(database_url=database_url, data_dir=data_dir),
+             lambda db: AccountStore(db, TokenStore(db)).update(account_id, disabled=not enable))
+    typer.echo(f"{'enabled' if enable else 'disabled'} {account_id}")
 
 
 def main() -> None:

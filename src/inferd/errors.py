@@ -4,8 +4,11 @@
      +-- InvalidRequest            400  bad value the schema could not catch
      |    +-- UnsupportedInput     400  e.g. an image sent to a text-only model
      +-- Unauthorized              401  missing or unknown token
+     +-- SpendingLimitReached      402  the account's or the token's spending limit is spent
      +-- Forbidden                 403  a valid token without the right
-     +-- ModelNotFound             404
+     +-- NotFound                  404  a token, an account... (not the caller's to see, or absent)
+     |    +-- ModelNotFound        404
+     +-- Conflict                  409  e.g. a token name the account already uses
      +-- InputTooLarge             413  too many inputs, or too long with too_long=error
      +-- Overloaded                429  queue full (Retry-After)
      +-- ModelNotReady             503  still loading (Retry-After)
@@ -55,8 +58,22 @@ class Forbidden(InferdError):
     kind = "permission_error"
 
 
-class ModelNotFound(InferdError):
+class SpendingLimitReached(InferdError):
+    code = "spending_limit_reached"
+    kind = "billing_error"
+
+
+class NotFound(InferdError):
+    code = "not_found"
+    kind = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class Conflict(InferdError):
+    code = "conflict"
     kind = "invalid_request_error"
 
 
@@ -100,8 +117,11 @@ STATUS_TABLE: tuple[tuple[type[InferdError], int], ...] = (
     (UnsupportedInput, 400),
     (InvalidRequest, 400),
     (Unauthorized, 401),
+    (SpendingLimitReached, 402),
     (Forbidden, 403),
     (ModelNotFound, 404),
+    (NotFound, 404),
+    (Conflict, 409),
     (InputTooLarge, 413),
     (Overloaded, 429),
     (ModelNotReady, 503),

@@ -33,7 +33,15 @@ class Settings(BaseSettings):
     # --- accounts
     auth: bool = Field(True, description="require a Bearer token on inference routes")
     admin_token: str | None = Field(None, description="make this the admin token on first start")
-    token_cache_ttl_s: float = 5.0
+    token_cache_ttl_s: float = Field(
+        5.0, ge=0, description="how long a verified token is trusted before the database is asked again (a token "
+        "revoked or an account disabled on another process stops working within this)"
+    )
+    rate_limit: int = Field(
+        200, ge=1, description="concurrent requests per model per account, unless the account or token says less "
+        "(DeepInfra's default)"
+    )
+    tpm_rate_limit: int | None = Field(None, ge=1, description="tokens per minute per account (unset: no limit)")
     usage_flush_interval_s: float = 0.5
     usage_flush_batch: int = 512
 

@@ -3,62 +3,19 @@ server on 127.0.0.1, started as the postgres user, removed afterwards."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-
 import pytest
 
 from inferd.accounts.db import Database
 from inferd.accounts.tokens import TokenStore
-from inferd.accounts.usage import UsageRecorder, UsageRow, usage_summary
-from tests.e2e.conftest import free_port
-
-
-def _postgres_bin() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return os.path.dirname(found[-1]) if found else None
-
-
-class Postgres:
-    """A throwaway PostgreSQL server that a test can stop and start again."""
-
-    AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
-
-    def __init__(self, bindir: str):
-        self.bindir = bindir
-        self.root = tempfile.mkdtemp(prefix="inferd-pg-")
-        shutil.chown(self.root, "postgres")
-        self.data, self.port = os.path.join(self.root, "data"), free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        subprocess.run([*self.AS_POSTGRES, f"{bindir}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres"],
-                       check=True, capture_output=True)
-
-    def start(self) -> None:
-        subprocess.run(
-            [*self.AS_POSTGRES, f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.root, "log"),
-             "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start"],
-            check=True, capture_output=True,
-        )
-
-    def stop(self) -> None:
-        subprocess.run([*self.AS_POSTGRES, f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
-                       capture_output=True)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+from inferd.accounts.billing import bill, parse_period
+from inferd.accounts.usage import UsageRecorder, UsageRow
+from tests.postgres import start_postgres
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    bindir = _postgres_bin()
-    if bindir is None or shutil.which("runuser") is None or os.geteuid() != 0:
-        pytest.skip("PostgreSQL binaries (apt-get install postgresql) and root are needed for this test")
-    server = Postgres(bindir)
-    server.start()
+    """A server of this module's own: a test here stops and starts it."""
+    server = start_postgres()
     yield server
     server.remove()
 
@@ -80,10 +37,11 @@ async def test_accounts_on_postgresql(postgres_url):
     recorder = UsageRecorder(db)
     for i in range(3):
         recorder.record(UsageRow(request_id=f"r{i}", token_id=row.token_id, model="m", version="1",
-                                 task="embeddings", status="succeeded", input_tokens=5, cost_cents=0.25))
+                                 task="embeddings", status="succeeded", input_tokens=5, cost_nano_usd=2_500_000))
     await recorder.stop()
-    [summary] = await usage_summary(db)
-    assert summary["requests"] == 3 and summary["input_tokens"] == 15
+    (month,) = (await bill(db, start=parse_period("current"), account_id=None))["months"]
+    assert month["items"][0]["requests"] == 3 and month["items"][0]["input_tokens"] == 15
+    assert month["total_cost_nano_usd"] == 7_500_000
     await db.close()
 
 

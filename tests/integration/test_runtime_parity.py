@@ -10,6 +10,8 @@ from inferd.catalog.spec import ModelSpec
 from tests.conftest import make_settings, start_app
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+PRICING = {"type": "tokens", "cents_per_input_token": 0.000002, "cents_per_output_token": 0.000004,
+           "cents_per_cached_input_token": 0.000001}
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ async def both(tmp_path_factory, smollm2_dir):
         ModelSpec(id="on-transformers", task="text-generation", backend="transformers", source=str(smollm2_dir),
                   limits=limits),
         ModelSpec(id="on-vllm", task="text-generation", backend="vllm", source=str(smollm2_dir), limits=limits,
-                  options={"dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.5}),
+                  options={"dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.5}, pricing=PRICING),
     ])
     async for h in start_app(make_settings(tmp_path_factory.mktemp("parity")), catalog):
         for engine in h.state.pool.engines():
@@ -29,7 +31,8 @@ async def both(tmp_path_factory, smollm2_dir):
 
 def comparable(body: dict) -> dict:
     body = {k: v for k, v in body.items() if k not in ("id", "created", "model")}
-    body["usage"] = {k: v for k, v in body["usage"].items() if k != "estimated_cost"}
+    # vLLM's prefix cache (which transformers has not) is in the usage too
+    body["usage"] = {k: v for k, v in body["usage"].items() if k not in ("estimated_cost", "prompt_tokens_details")}
     return body
 
 
@@ -187,3 +190,31 @@ async def test_many_sampled_structured_answers_on_vllm(both):
         assert choice["finish_reason"] == "tool_calls" and choice["message"]["tool_calls"], choice
         for call in choice["message"]["tool_calls"]:
             jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
+
+
+async def test_prefix_cache_hits_are_reported_and_billed_at_the_cached_rate(both):
+    """vLLM reports the prompt tokens its prefix cache had; the usage row and the response say the same."""
+    from sqlalchemy import select
+
+    from inferd.accounts.models import UsageRecord
+
+    long = [{"role": "user", "content": "Tell me about the history of France. " * 40}]
+    usages, ids = [], []
+    for _ in range(2):
+        r = await both.client.post("/v1/openai/chat/completions",
+                                   json={"model": "on-vllm", "messages": long, "temperature": 0, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        usages.append(r.json()["usage"])
+        ids.append(r.headers["x-request-id"])
+    assert "prompt_tokens_details" not in usages[0]
+    cached = usages[1].get("prompt_tokens_details", {}).get("cached_tokens", 0)
+    assert 0 < cached <= usages[1]["prompt_tokens"]
+    await both.state.usage.flush()
+    async with both.state.db.sessions() as session:
+        row = await session.scalar(select(UsageRecord).where(UsageRecord.request_id == ids[1]))
+    assert row.cached_input_tokens == cached and row.input_tokens == usages[1]["prompt_tokens"]
+    uncached = usages[1]["prompt_tokens"] - cached
+    # 0.000002 cents = 20 nano-dollars a token, cached 10, output 40
+    expected = uncached * 20 + cached * 10 + usages[1]["completion_tokens"] * 40
+    assert row.cost_nano_usd == expected == round(usages[1]["estimated_cost"] * 10**9)
+    assert round(usages[0]["estimated_cost"] * 10**9) == usages[0]["prompt_tokens"] * 20 + 2 * 40

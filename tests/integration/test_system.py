@@ -51,10 +51,11 @@ async def test_every_request_leaves_a_usage_record(harness):
     good = rows[ok.headers["x-request-id"]]
     assert good.status == "succeeded" and good.model == MINILM and good.task == "embeddings"
     assert good.input_tokens == ok.json()["usage"]["prompt_tokens"]
-    assert good.cost_cents == pytest.approx(ok.json()["usage"]["estimated_cost"] * 100)
-    assert good.token_id is not None and good.runtime_ms >= 0
+    assert good.cost_nano_usd > 0 and good.pricing_type == "input_tokens"
+    assert round(ok.json()["usage"]["estimated_cost"] * 10**9) == good.cost_nano_usd  # the same figure, exactly
+    assert good.token_id is not None and good.account_id == "acc_admin" and good.runtime_ms >= 0
     failed = rows[bad.headers["x-request-id"]]
-    assert failed.status == "failed" and failed.cost_cents == 0 and failed.input_tokens == 0
+    assert failed.status == "failed" and failed.cost_nano_usd == 0 and failed.input_tokens == 0
 
 
 async def test_the_request_id_is_taken_from_the_client(harness):

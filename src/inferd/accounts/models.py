@@ -1,19 +1,45 @@
-"""Tables: API tokens and usage records."""
+"""Tables: accounts, the API tokens they own, and usage records.
+
+Money is stored as integer nano-dollars (``cost_nano_usd``: 1 USD = 10**9), never a float.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ADMIN_ACCOUNT = "acc_admin"  # made on first start; its tokens manage every account
+DEFAULT_ACCOUNT = "acc_default"  # owns tokens made with `inferd tokens create` and no --account
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored time as UTC (SQLite hands back naive datetimes)."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 class Base(DeclarativeBase):
     pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # limits; NULL = the server's default (settings)
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # concurrent requests per model
+    tpm_rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
+    spending_limit_nano_usd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # per calendar month
 
 
 class ApiToken(Base):
@@ -21,12 +47,17 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hint: Mapped[str] = mapped_column(String(16))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # CIDR networks; NULL = anywhere
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class UsageRecord(Base):
@@ -35,15 +66,19 @@ class UsageRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(96), unique=True, index=True)
     client_request_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     model: Mapped[str] = mapped_column(String(300))
     version: Mapped[str] = mapped_column(String(100))
     task: Mapped[str] = mapped_column(String(64))
+    pricing_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[float] = mapped_column(Float, default=0.0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    cost_cents: Mapped[float] = mapped_column(Float, default=0.0)
+    input_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     runtime_ms: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

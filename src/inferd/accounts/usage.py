@@ -9,12 +9,14 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
+from inferd.catalog.pricing import cents_to_nano
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,15 @@ class UsageRow:
     version: str
     task: str
     status: str
+    account_id: str | None = None
+    pricing_type: str | None = None
     input_tokens: int = 0
+    cached_input_tokens: int = 0
     output_tokens: int = 0
     images: float = 0.0
     seconds: float = 0.0
-    cost_cents: float = 0.0
+    input_seconds: float = 0.0
+    cost_nano_usd: int = 0
     runtime_ms: int = 0
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     client_request_id: str | None = None
@@ -73,6 +79,9 @@ class UsageJournal:
                 except orjson.JSONDecodeError:  # a line torn by a crash mid-append
                     continue
                 data["created_at"] = datetime.fromisoformat(data["created_at"])
+                if "cost_cents" in data:  # journaled by a server from before migration 0003
+                    cents = data.pop("cost_cents")
+                    data["cost_nano_usd"] = cents_to_nano(Decimal(repr(cents)))
                 rows.append(UsageRow(**data))
         return rows
 
@@ -217,25 +226,3 @@ def insert_ignoring_duplicates(db: Database):
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     # on the table, not the ORM class: a plain executemany, without the ORM's bulk-persistence work on the loop
     return dialect_insert(UsageRecord.__table__).on_conflict_do_nothing(index_elements=["request_id"])
-
-
-async def usage_summary(db: Database, since: datetime | None = None, token_id: str | None = None) -> list[dict]:
-    """Requests, units and cost per model (and status), oldest first."""
-    from sqlalchemy import func, select
-
-    query = select(
-        UsageRecord.model,
-        UsageRecord.task,
-        UsageRecord.status,
-        func.count().label("requests"),
-        func.sum(UsageRecord.input_tokens).label("input_tokens"),
-        func.sum(UsageRecord.output_tokens).label("output_tokens"),
-        func.sum(UsageRecord.cost_cents).label("cost_cents"),
-        func.avg(UsageRecord.runtime_ms).label("avg_runtime_ms"),
-    ).group_by(UsageRecord.model, UsageRecord.task, UsageRecord.status)
-    if since is not None:
-        query = query.where(UsageRecord.created_at >= since)
-    if token_id is not None:
-        query = query.where(UsageRecord.token_id == token_id)
-    async with db.sessions() as session:
-        return [dict(row._mapping) for row in (await session.execute(query)).all()]

@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from inferd import __version__
 from inferd.accounts.db import Database
+from inferd.accounts.models import ADMIN_ACCOUNT
+from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import anthropic, cohere, inference, infinity, openai, platform, system
+from inferd.api import accounts, anthropic, cohere, inference, infinity, openai, platform, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
@@ -24,6 +26,7 @@ from inferd.serving.rerank import RerankService
 from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
 from inferd.serving.prompt import PromptPipeline
+from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
 log = logging.getLogger("inferd")
@@ -39,11 +42,15 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
     pool = ModelPool(catalog, settings, metrics)
     meter = Meter(usage, metrics)
     prompts = PromptPipeline(settings)
+    tokens = TokenStore(db, settings.token_cache_ttl_s)
+    account_store = AccountStore(db, tokens)
     return AppState(
         settings=settings,
         catalog=catalog,
         db=db,
-        tokens=TokenStore(db, settings.token_cache_ttl_s),
+        tokens=tokens,
+        accounts=account_store,
+        tenancy=Tenancy(db, tokens, account_store, usage, settings),
         usage=usage,
         metrics=metrics,
         pool=pool,
@@ -64,8 +71,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             if admin:
                 announce_admin_token(admin, settings)
             else:
-                log.info("tokens required: send `Authorization: Bearer <token>` (new ones: `inferd tokens create NAME`)")
+                log.info("tokens required: send `Authorization: Bearer <token>` (accounts and tokens: "
+                         "/v1/accounts, /v1/api-tokens, `inferd accounts --help`)")
         else:
+            await state.tokens.ensure_account(ADMIN_ACCOUNT, "admin", admin=True)  # every caller acts as it
             log.warning("authentication is OFF (--no-auth): anyone who can reach this port can use it")
         await state.usage.start()
         state.pool.start()
@@ -76,6 +85,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             await state.pool.stop()
             state.generation.prompts.close()
             await state.usage.stop()
+            await state.tokens.settle()
             await state.db.close()
             log.info("inferd stopped; usage records flushed")
 
@@ -99,6 +109,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(cohere.router)
     app.include_router(platform.router)
+    app.include_router(accounts.router)
     app.include_router(anthropic.router, prefix="/anthropic")
     prefix = settings.infinity_prefix.rstrip("/")
     app.include_router(infinity.router, prefix=prefix)

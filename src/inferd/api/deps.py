@@ -72,6 +72,12 @@ async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_k
         token = await state.tokens.verify(secret)
         if token is None:
             raise Unauthorized("Invalid API token")
+        if token.expired():
+            raise Unauthorized("This API token has expired")
+        if token.account_disabled:
+            raise Forbidden("This API token's account is disabled")
+        if not token.allows(request.client.host if request.client else None):
+            raise Forbidden("This API token may not be used from this address (see its allowed_ips)")
         if needs_admin and not token.is_admin:
             raise Forbidden("This route needs an admin token")
         ctx.token = token

@@ -1,7 +1,7 @@
 """Every error leaves through here, shaped in the dialect of the route that raised it.
 
     OpenAI / Infinity   {"error": {"message", "type", "param", "code"}}
-    native inference    {"error": "message"}
+    native, platform    {"error": "message"} (DeepInfra's DeepError)
     Cohere              {"message": "message"}
     Anthropic           {"type": "error", "error": {"type", "message"}}
     validation (422)    FastAPI's {"detail": [...]} on native and Infinity routes; the
@@ -19,13 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferd.api.responses import FastJSONResponse
-from inferd.api.routing import ANTHROPIC, COHERE, NATIVE, OPENAI, dialect_of
+from inferd.api.routing import ANTHROPIC, COHERE, NATIVE, OPENAI, PLATFORM, dialect_of
 from inferd.errors import InferdError
 
 log = logging.getLogger(__name__)
 
 MAX_ERRORS = 20  # validation errors listed in one 422
-_HTTP_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+_HTTP_KINDS = {401: "authentication_error", 402: "billing_error", 403: "permission_error", 404: "not_found_error",
+               405: "invalid_request_error", 409: "invalid_request_error"}
 
 
 def error_response(
@@ -39,7 +40,7 @@ def error_response(
     retry_after: float | None = None,
 ) -> Response:
     dialect = dialect_of(request.scope)
-    if dialect == NATIVE:
+    if dialect in (NATIVE, PLATFORM):
         body: dict = {"error": message}
     elif dialect == COHERE:
         body = {"message": message}

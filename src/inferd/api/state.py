@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from inferd.accounts.db import Database
+from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
 from inferd.catalog import Catalog
@@ -15,6 +16,7 @@ from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.rerank import RerankService
+from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
 
@@ -24,6 +26,8 @@ class AppState:
     catalog: Catalog
     db: Database
     tokens: TokenStore
+    accounts: AccountStore
+    tenancy: Tenancy
     usage: UsageRecorder
     metrics: Metrics
     pool: ModelPool

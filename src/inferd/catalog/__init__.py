@@ -1,7 +1,7 @@
 """Model specs, sources, versions, aliases and pricing."""
 
 from inferd.catalog.catalog import Catalog, CatalogError, ModelRef, load_catalog, parse_catalog
-from inferd.catalog.pricing import Units, cost_cents
+from inferd.catalog.pricing import Units, cost_nano_usd, nano_to_usd
 from inferd.catalog.spec import Limits, ModelSpec, Task, VersionSpec
 
 __all__ = [
@@ -13,7 +13,8 @@ __all__ = [
     "Task",
     "Units",
     "VersionSpec",
-    "cost_cents",
+    "cost_nano_usd",
+    "nano_to_usd",
     "load_catalog",
     "parse_catalog",
 ]

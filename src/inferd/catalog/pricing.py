@@ -1,11 +1,20 @@
-"""DeepInfra's pricing types, a union keyed on ``type``; every amount is in cents."""
+"""DeepInfra's pricing types, a union keyed on ``type``; every rate is in cents, kept as a
+``Decimal`` (the catalog's ``0.0000005`` is exactly that), and a request's cost is an integer
+number of nano-dollars (1 USD = 10**9), rounded half up once per request. Rates are shown as
+numbers on the wire, as DeepInfra shows them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+NANO_PER_CENT = Decimal(10_000_000)
+NANO_PER_USD = 1_000_000_000
+
+Cents = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), PlainSerializer(float)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,64 +29,68 @@ class Units:
     input_seconds: float = 0.0  # seconds of input audio
 
 
+def _exact(value: float | int) -> Decimal:
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+
+
 class _Pricing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
 
-    def cost_cents(self, units: Units) -> float:  # pragma: no cover - overridden
+    def cost_cents(self, units: Units) -> Decimal:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
 class TokensPricing(_Pricing):
     type: Literal["tokens"] = "tokens"
-    cents_per_input_token: float = 0.0
-    cents_per_output_token: float = 0.0
-    cents_per_cached_input_token: float | None = None
+    cents_per_input_token: Cents = Decimal(0)
+    cents_per_output_token: Cents = Decimal(0)
+    cents_per_cached_input_token: Cents | None = None
 
-    def cost_cents(self, units: Units) -> float:
-        cached_rate = self.cents_per_cached_input_token
-        if cached_rate is None:
-            cached_rate = self.cents_per_input_token
+    @property
+    def cached_rate(self) -> Decimal:
+        return self.cents_per_input_token if self.cents_per_cached_input_token is None \
+            else self.cents_per_cached_input_token
+
+    def cost_cents(self, units: Units) -> Decimal:
         uncached = max(units.input_tokens - units.cached_input_tokens, 0)
-        return (
-            uncached * self.cents_per_input_token
-            + units.cached_input_tokens * cached_rate
-            + units.output_tokens * self.cents_per_output_token
-        )
+        return (uncached * self.cents_per_input_token + units.cached_input_tokens * self.cached_rate
+                + units.output_tokens * self.cents_per_output_token)
 
 
 class InputTokensPricing(_Pricing):
     type: Literal["input_tokens"] = "input_tokens"
-    cents_per_input_token: float = 0.0
+    cents_per_input_token: Cents = Decimal(0)
 
-    def cost_cents(self, units: Units) -> float:
+    def cost_cents(self, units: Units) -> Decimal:
         return units.input_tokens * self.cents_per_input_token
 
 
 class TimePricing(_Pricing):
     type: Literal["time"] = "time"
-    cents_per_sec: float = 0.0
+    cents_per_sec: Cents = Decimal(0)
 
-    def cost_cents(self, units: Units) -> float:
-        return units.seconds * self.cents_per_sec
+    def cost_cents(self, units: Units) -> Decimal:
+        return _exact(units.seconds) * self.cents_per_sec
 
 
 class InputLengthPricing(_Pricing):
     type: Literal["input_length"] = "input_length"
-    cents_per_input_sec: float = 0.0
+    cents_per_input_sec: Cents = Decimal(0)
 
-    def cost_cents(self, units: Units) -> float:
-        return units.input_seconds * self.cents_per_input_sec
+    def cost_cents(self, units: Units) -> Decimal:
+        return _exact(units.input_seconds) * self.cents_per_input_sec
 
 
 class ImageUnitsPricing(_Pricing):
     type: Literal["image_units"] = "image_units"
-    cents_per_image_unit: float = 0.0
+    cents_per_image_unit: Cents = Decimal(0)
     default_width: int = 1024
     default_height: int = 1024
     default_iterations: int = 25
 
-    def cost_cents(self, units: Units) -> float:
-        return units.images * self.cents_per_image_unit
+    def cost_cents(self, units: Units) -> Decimal:
+        return _exact(units.images) * self.cents_per_image_unit
 
 
 Pricing = Annotated[
@@ -86,5 +99,16 @@ Pricing = Annotated[
 ]
 
 
-def cost_cents(pricing: _Pricing | None, units: Units) -> float:
-    return 0.0 if pricing is None else pricing.cost_cents(units)
+def cents_to_nano(cents: Decimal) -> int:
+    return int((cents * NANO_PER_CENT).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def cost_nano_usd(pricing: _Pricing | None, units: Units) -> int:
+    """What ``units`` cost at ``pricing``, in integer nano-dollars (0 when the model is free)."""
+    return 0 if pricing is None else cents_to_nano(pricing.cost_cents(units))
+
+
+def nano_to_usd(nano: int) -> float:
+    """For the wire (``estimated_cost``, ``inference_status.cost``): the stored integer, shown in
+    dollars; ``round(usd * 10**9)`` gives the integer back."""
+    return nano / NANO_PER_USD

@@ -83,6 +83,8 @@ class SequenceDelta:
     stop_sequence: str | None = None  # the stop string that ended the sequence, if one did
     # on the first delta of a sequence when asked for: the prompt's tokens (first has no logprob)
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    # on the first delta of a sequence, where the runtime says: prompt tokens its prefix cache had
+    cached_prompt_tokens: int | None = None
 
 
 class GenerationEngine(Engine):

@@ -152,9 +152,10 @@ class VLLMEngine(GenerationEngine):
                 for seq in out.outputs:
                     if seq.index in finished:
                         continue
-                    prompt_lps = None
+                    prompt_lps, cached = None, None
                     if seq.index not in first:
                         first.add(seq.index)
+                        cached = out.num_cached_tokens  # prefix-cache hits: billed at the cached rate
                         if request.params.prompt_logprobs is not None and out.prompt_logprobs is not None:
                             prompt_lps = _convert(out.prompt_logprobs, request.prompt_ids,
                                                   request.params.prompt_logprobs)
@@ -169,6 +170,7 @@ class VLLMEngine(GenerationEngine):
                         finish_reason=reason if reason in (None, "stop", "length") else "stop",
                         stop_sequence=seq.stop_reason if isinstance(seq.stop_reason, str) else None,
                         prompt_logprobs=prompt_lps,
+                        cached_prompt_tokens=cached,
                     )
         except (Overloaded, InvalidRequest):
             raise

@@ -159,7 +159,9 @@ async def message_response(run: Run, model: str) -> dict:
         "content": blocks,
         "stop_reason": _stop(choice.finish_reason, choice.stop_sequence, len(calls)),
         "stop_sequence": choice.stop_sequence,
-        "usage": {"input_tokens": run.prompt_tokens, "output_tokens": run.completion_tokens},
+        # Anthropic counts prompt tokens read from the cache apart from the others
+        "usage": {"input_tokens": run.prompt_tokens - run.cached_tokens, "output_tokens": run.completion_tokens,
+                  "cache_read_input_tokens": run.cached_tokens},
     }
 
 

@@ -35,5 +35,9 @@ class RequestContext:
     def token_id(self) -> str | None:
         return self.token.token_id if self.token else None
 
+    @property
+    def account_id(self) -> str | None:
+        return self.token.account_id if self.token else None
+
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)

@@ -50,6 +50,7 @@ class Run:
         self.created = int(time.time())
         self.prompt_tokens = sum(len(p) for p in prompts)
         self.completion_tokens = 0
+        self._cached: dict[int, int] = {}  # prompt index -> its tokens the runtime's prefix cache had
         self.charge: Charge | None = None
         self._meter = service.meter
         self._iterating: AsyncIterator | None = None
@@ -62,9 +63,19 @@ class Run:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if self.charge is not None:
             usage["estimated_cost"] = self.charge.cost_usd
         return usage
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(self._cached.values())
+
+    def _units(self) -> Units:
+        return Units(input_tokens=self.prompt_tokens, cached_input_tokens=self.cached_tokens,
+                     output_tokens=self.completion_tokens)
 
     def _streams(self) -> list[AsyncIterator[SequenceDelta]]:
         rid = self.ctx.request_id
@@ -94,9 +105,11 @@ class Run:
             async with aclosing(source) as pairs:
                 async for index, delta in pairs:
                     self.completion_tokens += len(delta.token_ids)
-                    metered.consumed = Units(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens)
+                    if delta.cached_prompt_tokens:  # n > 1 shares one prompt: counted once
+                        self._cached[index] = max(self._cached.get(index, 0), delta.cached_prompt_tokens)
+                    metered.consumed = self._units()
                     yield index, delta
-            self.charge = metered.charge(Units(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens))
+            self.charge = metered.charge(self._units())
 
     async def gather(self) -> list[Choice]:
         """Every choice whole, in order (prompt-major, then ``n``)."""

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from inferd.accounts.usage import UsageRecorder, UsageRow
-from inferd.catalog import ModelRef, Units, cost_cents
+from inferd.catalog import ModelRef, Units, cost_nano_usd, nano_to_usd
 from inferd.errors import ClientDisconnected, EngineError, InferdError, ModelUnavailable
 from inferd.observability.metrics import Metrics
 from inferd.serving.context import RequestContext
@@ -15,12 +15,13 @@ from inferd.serving.context import RequestContext
 @dataclass(slots=True)
 class Charge:
     units: Units
-    cost_cents: float
+    cost_nano_usd: int  # exactly what the usage row stores
     runtime_ms: int
 
     @property
     def cost_usd(self) -> float:
-        return self.cost_cents / 100
+        """The stored integer in dollars, for the wire (``estimated_cost``, ``inference_status.cost``)."""
+        return nano_to_usd(self.cost_nano_usd)
 
 
 class Meter:
@@ -38,15 +39,19 @@ class Meter:
                 request_id=ctx.request_id,
                 client_request_id=ctx.client_request_id,
                 token_id=ctx.token_id,
+                account_id=ctx.account_id,
                 model=spec.id,
                 version=ref.version.name,
                 task=spec.task.value,
+                pricing_type=spec.pricing.type if spec.pricing else None,
                 status=status,
                 input_tokens=units.input_tokens,
+                cached_input_tokens=units.cached_input_tokens,
                 output_tokens=units.output_tokens,
                 images=units.images,
                 seconds=units.seconds,
-                cost_cents=charge.cost_cents,
+                input_seconds=units.input_seconds,
+                cost_nano_usd=charge.cost_nano_usd,
                 runtime_ms=charge.runtime_ms,
             )
         )
@@ -76,7 +81,7 @@ class Metered:
         return self
 
     def charge(self, units: Units) -> Charge:
-        self.result = Charge(units, cost_cents(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
+        self.result = Charge(units, cost_nano_usd(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
         return self.result
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -88,7 +93,7 @@ class Metered:
         refused = isinstance(exc, InferdError) and not isinstance(exc, (ClientDisconnected, EngineError,
                                                                           ModelUnavailable))
         units = Units() if refused else self.consumed
-        partial = Charge(units, cost_cents(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
+        partial = Charge(units, cost_nano_usd(self._ref.spec.pricing, units), self._ctx.elapsed_ms())
         self._meter._write(self._ctx, self._ref, "cancelled" if cancelled else "failed", units, partial)
 
 

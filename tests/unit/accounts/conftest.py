@@ -4,9 +4,9 @@ from inferd.accounts.db import Database
 
 
 @pytest.fixture
-async def db(tmp_path):
-    """A fresh, migrated SQLite database."""
-    database = Database(f"sqlite:///{tmp_path}/accounts.db")
+async def db(blank_db_url):
+    """A fresh, migrated database: every accounts test runs on SQLite and on PostgreSQL."""
+    database = Database(blank_db_url)
     await database.migrate()
     yield database
     await database.close()

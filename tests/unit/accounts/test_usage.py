@@ -1,17 +1,19 @@
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
-from inferd.accounts.usage import UsageRecorder, UsageRow, usage_summary
+from inferd.accounts.billing import bill
+from inferd.accounts.usage import UsageRecorder, UsageRow
 
 
 def row(i: int, status: str = "succeeded") -> UsageRow:
     return UsageRow(
         request_id=f"r{i}", token_id="tok_1", model="m", version="1", task="embeddings",
-        status=status, input_tokens=10, cost_cents=0.5,
+        status=status, input_tokens=10, cost_nano_usd=5_000_000,
     )
 
 
@@ -44,8 +46,8 @@ async def test_stop_flushes_everything(db):
     assert recorder.pending == 0
 
 
-async def test_a_failed_write_keeps_the_rows(tmp_path):
-    unmigrated = Database(f"sqlite:///{tmp_path}/fresh.db")  # no tables yet: the INSERT fails
+async def test_a_failed_write_keeps_the_rows(blank_db_url):
+    unmigrated = Database(blank_db_url)  # no tables yet: the INSERT fails
     recorder = UsageRecorder(unmigrated, flush_interval_s=3600)
     recorder.record(row(1))
     assert await recorder.flush() == 0
@@ -56,17 +58,18 @@ async def test_a_failed_write_keeps_the_rows(tmp_path):
     await unmigrated.close()
 
 
-async def test_summary_groups_by_model_and_status(db):
+async def test_the_bill_sums_every_row_of_the_month_exactly(db):
     recorder = UsageRecorder(db)
     for i in range(3):
         recorder.record(row(i))
     recorder.record(row(9, status="failed"))
     await recorder.flush()
-    summary = {(r["model"], r["status"]): r for r in await usage_summary(db)}
-    assert summary[("m", "succeeded")]["requests"] == 3
-    assert summary[("m", "succeeded")]["input_tokens"] == 30
-    assert summary[("m", "succeeded")]["cost_cents"] == pytest.approx(1.5)
-    assert summary[("m", "failed")]["requests"] == 1
+    now = datetime.now(UTC)
+    (month,) = (await bill(db, start=(now.year, now.month), account_id=None))["months"]
+    (item,) = month["items"]
+    assert item["requests"] == 4 and item["input_tokens"] == 40
+    assert month["total_cost_nano_usd"] == item["cost_nano_usd"] == 20_000_000 and month["total_cost"] == 2
+    assert (await bill(db, start=(now.year, now.month), account_id="acc_other"))["months"][0]["items"] == []
 
 
 async def test_stop_during_a_flush_loses_nothing(db, monkeypatch):
