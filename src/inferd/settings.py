@@ -42,6 +42,17 @@ class Settings(BaseSettings):
         "(DeepInfra's default)"
     )
     tpm_rate_limit: int | None = Field(None, ge=1, description="tokens per minute per account (unset: no limit)")
+    limits: Literal["auto", "local", "shared"] = Field(
+        "auto", description="where concurrency limits are counted: 'local' (this process's memory: exact for one "
+        "process), 'shared' (the database: exact for every process on it); 'auto': local on SQLite, shared otherwise"
+    )
+    limit_lease_s: float = Field(
+        15.0, gt=0, description="with shared limits, a process that dies frees its slots within this"
+    )
+    scoped_token_secret: str | None = Field(
+        None, min_length=32, description="the key scoped tokens (jwt:...) are signed with; unset: one made on first "
+        "start and kept in the database, so every process sharing it agrees"
+    )
     usage_flush_interval_s: float = 0.5
     usage_flush_batch: int = 512
 
@@ -86,6 +97,11 @@ class Settings(BaseSettings):
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "cache"
+
+    def shared_limits(self) -> bool:
+        if self.limits == "auto":
+            return not self.resolved_database_url().startswith("sqlite")
+        return self.limits == "shared"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

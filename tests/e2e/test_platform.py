@@ -86,8 +86,8 @@ def test_a_clean_stop_writes_every_usage_record(tmp_path):
     finally:
         assert server.stop() == 0
     out = cli("usage", data_dir=tmp_path)
-    row = next(line for line in out.splitlines() if line.startswith(MINILM))
-    assert re.search(r"succeeded\s+25\s", row), out
+    row = next(line for line in out.splitlines() if line.strip().startswith(MINILM))
+    assert re.search(r"input_tokens\s+25\s", row), out
     assert "flushed" in server.log()
 
 

@@ -3,6 +3,7 @@ what, the token rules (expiry, allowed networks, a disabled account), and bad in
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from inferd.accounts.models import UsageRecord
 from inferd.catalog import load_catalog
 from inferd.catalog.catalog import Catalog
-from tests.conftest import MINILM, make_settings, start_app
+from tests.conftest import MINILM, client_for, make_settings, start_app
 
 EMBED = {"model": MINILM, "input": "hello"}
 
@@ -23,11 +24,6 @@ async def app(tmp_path_factory):
     async for h in start_app(make_settings(tmp_path_factory.mktemp("tenancy")), catalog):
         yield h
 
-
-def as_(app, token: str) -> httpx.AsyncClient:
-    """A client of the same app that sends ``token``."""
-    return httpx.AsyncClient(transport=app.client._transport, base_url="http://inferd.test",
-                             headers={"Authorization": f"Bearer {token}"})
 
 
 async def new_account(app, name: str, **limits) -> dict:
@@ -40,7 +36,7 @@ async def test_a_new_account_calls_models_and_is_billed_as_itself(app):
     made = await new_account(app, "team-a")
     assert made["token"].startswith("inferd_") and made["account_id"].startswith("acc_")
     assert made["is_admin"] is False and made["disabled"] is False and made["active_tokens"] == 1
-    async with as_(app, made["token"]) as user:
+    async with client_for(app, made["token"]) as user:
         me = (await user.get("/v1/me")).json()
         assert me["uid"] == me["account_id"] == made["account_id"] and me["is_admin"] is False
         assert me["token_id"] == made["token_id"] and me["rate_limit"] == 200
@@ -56,7 +52,7 @@ async def test_a_new_account_calls_models_and_is_billed_as_itself(app):
 
 async def test_a_token_manages_its_own_accounts_tokens_and_nothing_else(app):
     a, b = await new_account(app, "team-a2"), await new_account(app, "team-b2")
-    async with as_(app, a["token"]) as alice, as_(app, b["token"]) as bob:
+    async with client_for(app, a["token"]) as alice, client_for(app, b["token"]) as bob:
         made = await alice.post("/v1/api-tokens", json={"name": "ci"})
         assert made.status_code == 200
         ci = made.json()
@@ -80,7 +76,7 @@ async def test_a_token_manages_its_own_accounts_tokens_and_nothing_else(app):
             assert r.status_code == 403, (method, path, r.text)
             assert r.json() == {"error": "This route needs an admin token"}
         # revoking: refused at once
-        async with as_(app, ci["token"]) as ci_client:
+        async with client_for(app, ci["token"]) as ci_client:
             assert (await ci_client.post("/v1/openai/embeddings", json=EMBED)).status_code == 200
             assert (await alice.delete(f"/v1/api-tokens/{ci['token_id']}")).status_code == 200
             assert (await ci_client.post("/v1/openai/embeddings", json=EMBED)).status_code == 401
@@ -94,7 +90,7 @@ async def test_a_token_manages_its_own_accounts_tokens_and_nothing_else(app):
 
 async def test_the_admin_disables_and_limits_accounts(app):
     made = await new_account(app, "team-c", rate_limit=7)
-    async with as_(app, made["token"]) as user:
+    async with client_for(app, made["token"]) as user:
         assert (await user.get("/v1/me/rate_limit")).json() == {"rate_limit": 7, "tpm_rate_limit": None}
         r = await app.client.patch(f"/v1/accounts/{made['account_id']}", json={"tpm_rate_limit": 5000,
                                                                                 "spending_limit": 12.5})
@@ -123,13 +119,13 @@ async def test_expired_tokens_and_tokens_from_elsewhere_are_refused(app):
     local = (await app.client.post("/v1/api-tokens", json={"name": "local",
                                                            "allowed_ips": ["127.0.0.0/8", "::1"]})).json()
     assert local["allowed_ips"] == ["127.0.0.0/8", "::1/128"]
-    async with as_(app, fenced["token"]) as client:
+    async with client_for(app, fenced["token"]) as client:
         r = await client.post("/v1/openai/embeddings", json=EMBED)
         assert r.status_code == 403 and "allowed_ips" in r.json()["error"]["message"]
-    async with as_(app, local["token"]) as client:  # the in-process client is 127.0.0.1
+    async with client_for(app, local["token"]) as client:  # the in-process client is 127.0.0.1
         assert (await client.post("/v1/openai/embeddings", json=EMBED)).status_code == 200
-    time.sleep(1.1)
-    async with as_(app, brief["token"]) as client:
+    await asyncio.sleep(1.1)
+    async with client_for(app, brief["token"]) as client:
         r = await client.post("/v1/openai/embeddings", json=EMBED)
         assert r.status_code == 401 and r.json()["error"]["message"] == "This API token has expired"
 
@@ -168,7 +164,7 @@ async def test_hostile_paths_and_bodies(app):
     assert r.status_code == 400
     r = await app.client.get("/v1/api-tokens", params={"account_id": "a" * 100})
     assert r.status_code == 422
-    async with as_(app, "inferd_forged") as forged:
+    async with client_for(app, "inferd_forged") as forged:
         assert (await forged.get("/v1/me")).status_code == 401
     async with httpx.AsyncClient(transport=app.client._transport, base_url="http://inferd.test") as anonymous:
         assert (await anonymous.post("/v1/api-tokens", json={"name": "x"})).status_code == 401
@@ -178,7 +174,7 @@ async def test_hostile_paths_and_bodies(app):
 async def test_costs_and_the_months_bill_add_up_exactly(app):
     made = await new_account(app, "billed")
     reported, ids = [], []
-    async with as_(app, made["token"]) as user:
+    async with client_for(app, made["token"]) as user:
         for i in range(6):
             text = "the quick brown fox " * (i + 1)
             if i % 2:
@@ -211,7 +207,7 @@ async def test_costs_and_the_months_bill_add_up_exactly(app):
         three = (await user.get("/payment/usage", params={"from": "current-2", "to": "current"})).json()
         assert [m["total_cost_nano_usd"] for m in three["months"]] == [0, 0, sum(reported)]
     other = await new_account(app, "nosy")
-    async with as_(app, other["token"]) as nosy:
+    async with client_for(app, other["token"]) as nosy:
         r = await nosy.post("/v1/request-costs", json={"requestIds": ids})
         assert r.json() == {"requests": []}  # another account's requests are not found
         assert (await nosy.get(f"/payment/usage/{made['token_id']}", params={"from": "current"})).status_code == 403

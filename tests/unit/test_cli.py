@@ -20,7 +20,7 @@ def run(*args: str) -> str:
 
 
 def field(output: str, name: str) -> str:
-    return re.search(rf"^{name}:\s+(\S+)$", output, re.M).group(1)
+    return re.search(rf"^{name}:\s+(\S+)$", output, re.MULTILINE).group(1)
 
 
 def verify(data_dir, secret):
@@ -43,7 +43,7 @@ def test_accounts_and_their_tokens_from_the_shell(tmp_path):
     assert field(run("tokens", "create", "ops", "--admin", *where), "account") == "acc_admin"
     assert field(run("tokens", "create", "plain", *where), "account") == "acc_default"
     listed = run("accounts", "list", *where)
-    assert re.search(rf"^{account}\s+team-x\s+2\s+5\s", listed, re.M)
+    assert re.search(rf"^{account}\s+team-x\s+2\s+5\s", listed, re.MULTILINE)
     assert "acc_admin" in listed and "(admin)" in listed
     assert run("accounts", "disable", account, *where).strip() == f"disabled {account}"
     assert verify(tmp_path, first).account_disabled
@@ -83,8 +83,8 @@ def test_usage_prints_the_bill(tmp_path):
     asyncio.run(record())
     out = run("usage", "--data-dir", str(tmp_path))
     assert datetime.now(UTC).strftime("%Y.%m") in out
-    assert re.search(r"org/m\s+input_tokens\s+3\s+30\s+0\.370370367\s+37$", out, re.M), out
-    assert re.search(r"total\s+0\.370370367\s+37$", out, re.M)
+    assert re.search(r"org/m\s+input_tokens\s+3\s+30\s+0\.370370367\s+37$", out, re.MULTILINE), out
+    assert re.search(r"total\s+0\.370370367\s+37$", out, re.MULTILINE)
     assert "org/m" not in run("usage", "--account", "acc_2", "--data-dir", str(tmp_path))
     result = runner.invoke(app, ["usage", "--from", "someday", "--data-dir", str(tmp_path)])
     assert result.exit_code != 0 and "YYYY.MM" in result.output

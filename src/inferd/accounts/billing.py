@@ -158,3 +158,11 @@ async def request_costs(db: Database, request_ids: list[str], account_id: str | 
             costs[asked] = costs.get(asked, 0) + int(nano)
     return [{"requestId": asked, "costNanoUsd": costs[asked]} for asked in dict.fromkeys(request_ids)
             if asked in costs]
+
+
+async def scope_spent(db: Database, scope_id: str) -> int:
+    """What a scoped token has spent (nano-dollars), from the stored rows."""
+    async with db.sessions() as session:
+        return int(await session.scalar(
+            select(func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0)).where(UsageRecord.scope_id == scope_id)
+        ) or 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -53,7 +53,12 @@ class Database:
         await self.engine.dispose()
 
 
+MIGRATION_LOCK = 0x696E66657264  # "inferd": one process migrates at a time, the others wait, then find it done
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":  # processes starting together on a new database
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection

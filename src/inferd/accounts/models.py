@@ -68,6 +68,7 @@ class UsageRecord(Base):
     client_request_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     account_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    scope_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)  # a scoped token's jti
     model: Mapped[str] = mapped_column(String(300))
     version: Mapped[str] = mapped_column(String(100))
     task: Mapped[str] = mapped_column(String(64))
@@ -82,3 +83,26 @@ class UsageRecord(Base):
     runtime_ms: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class SigningKey(Base):
+    """The HMAC key scoped tokens are signed with, made on first start; in the database so every
+    process sharing it verifies every other's tokens."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kid: Mapped[str] = mapped_column(String(32), unique=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RateHold(Base):
+    """Concurrency slots one process holds for one key (accounts/limits.py: SharedSlots)."""
+
+    __tablename__ = "rate_holds"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -14,15 +14,36 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from inferd.accounts.db import Database
-from inferd.accounts.models import ADMIN_ACCOUNT, DEFAULT_ACCOUNT, Account, ApiToken, aware, utcnow
+from inferd.accounts.models import (
+    ADMIN_ACCOUNT,
+    DEFAULT_ACCOUNT,
+    Account,
+    ApiToken,
+    aware,
+    utcnow,
+)
 from inferd.errors import Conflict, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "inferd_"
+_BY_ID = "id:"  # cache keys: a token's SHA-256 (hex), or this and its id
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a scoped token (``jwt:...``, accounts/scoped.py) narrows its parent token to."""
+
+    scope_id: str  # the JWT's jti: usage rows made with it carry it, and its spending is their sum
+    models: frozenset[str] | None  # catalog model ids; None: every model
+    spending_limit_nano_usd: int | None
+
+    def allows_model(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +57,22 @@ class TokenInfo:
     account_disabled: bool = False
     expires_at: datetime | None = None
     networks: tuple[Network, ...] | None = None  # None: any address
-    rate_limit: int | None = None  # the tighter of the token's and its account's; None: the server's default
-    tpm_rate_limit: int | None = None
+    # limits set on the account and on the token itself; None: not set (the server's default
+    # applies to the account); a token's own narrows its account's, never widens it
+    account_rate_limit: int | None = None  # concurrent requests per model
+    token_rate_limit: int | None = None
+    account_tpm_rate_limit: int | None = None  # tokens per minute
+    token_tpm_rate_limit: int | None = None
+    spending_limit_nano_usd: int | None = None  # the account's, per calendar month (UTC)
+    scope: Scope | None = None
+
+    @property
+    def rate_limit(self) -> int | None:
+        return _tighter(self.token_rate_limit, self.account_rate_limit)
+
+    @property
+    def tpm_rate_limit(self) -> int | None:
+        return _tighter(self.token_tpm_rate_limit, self.account_tpm_rate_limit)
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or utcnow())
@@ -110,9 +145,12 @@ class TokenStore:
     # --- accounts' fixed members
 
     async def ensure_account(self, account_id: str, name: str, *, admin: bool = False) -> None:
-        async with self._db.sessions.begin() as session:
-            if await session.scalar(select(Account.id).where(Account.account_id == account_id)) is None:
-                session.add(Account(account_id=account_id, name=name, is_admin=admin, created_at=utcnow()))
+        try:
+            async with self._db.sessions.begin() as session:
+                if await session.scalar(select(Account.id).where(Account.account_id == account_id)) is None:
+                    session.add(Account(account_id=account_id, name=name, is_admin=admin, created_at=utcnow()))
+        except IntegrityError:  # another process starting at the same moment made it
+            pass
 
     # --- tokens
 
@@ -179,6 +217,7 @@ class TokenStore:
                 return False
             row.revoked_at = utcnow()
             self._cache.pop(row.token_hash, None)
+            self._cache.pop(_BY_ID + row.token_id, None)  # and the scoped tokens made from it
             self._revocations += 1
         return True
 
@@ -203,7 +242,10 @@ class TokenStore:
             async with self._db.sessions() as session:
                 exists = await session.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(preset)))
             if exists is None:
-                await self.create("admin", account_id=ADMIN_ACCOUNT, secret=preset)
+                try:
+                    await self.create("admin", account_id=ADMIN_ACCOUNT, secret=preset)
+                except IntegrityError:  # another process starting at the same moment made it
+                    pass
             return None
         if await self.count_active(ADMIN_ACCOUNT) > 0:
             return None
@@ -213,25 +255,33 @@ class TokenStore:
     # --- verification (the hot path)
 
     async def verify(self, presented: str) -> TokenInfo | None:
-        digest = hash_token(presented)
-        cached = self._cache.get(digest)
+        return await self._verified(hash_token(presented))
+
+    async def verify_id(self, token_id: str) -> TokenInfo | None:
+        """The token with this id, if active (a scoped token's parent): cached the same way."""
+        return await self._verified(_BY_ID + token_id)
+
+    async def _verified(self, key: str) -> TokenInfo | None:
+        cached = self._cache.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        lookup = self._lookups.get(digest)
+        lookup = self._lookups.get(key)
         if lookup is None:
-            lookup = self._lookups[digest] = asyncio.ensure_future(self._lookup(digest))
-            lookup.add_done_callback(lambda _done: self._lookups.pop(digest, None))
+            lookup = self._lookups[key] = asyncio.ensure_future(self._lookup(key))
+            lookup.add_done_callback(lambda _done: self._lookups.pop(key, None))
         return await asyncio.shield(lookup)  # a caller that leaves does not cancel the others' lookup
 
-    async def _lookup(self, digest: str) -> TokenInfo | None:
-        cached = self._cache.get(digest)
+    async def _lookup(self, key: str) -> TokenInfo | None:
+        cached = self._cache.get(key)
         now, revocations = time.monotonic(), self._revocations
+        by_id = key.startswith(_BY_ID)
+        match = ApiToken.token_id == key[len(_BY_ID):] if by_id else ApiToken.token_hash == key
         try:
             async with self._db.sessions() as session:
                 found = (await session.execute(
                     select(ApiToken, Account)
                     .join(Account, Account.account_id == ApiToken.account_id)
-                    .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+                    .where(match, ApiToken.revoked_at.is_(None))
                 )).first()
         except Exception as exc:  # noqa: BLE001 - the database is unreachable
             if cached is not None:  # a token verified before the outage keeps working through it
@@ -240,19 +290,20 @@ class TokenStore:
                 return cached[0]
             raise ServiceUnavailable("cannot check API tokens right now (the database is unreachable)",
                                      retry_after=5) from None
-        if found is None or not hmac.compare_digest(found[0].token_hash, digest):
-            self._cache.pop(digest, None)
+        if found is None or not (by_id or hmac.compare_digest(found[0].token_hash, key)):
+            self._cache.pop(key, None)
             return None
         token, account = found
         info = TokenInfo(
             token_id=token.token_id, name=token.name, account_id=account.account_id, is_admin=account.is_admin,
             account_disabled=account.disabled_at is not None, expires_at=aware(token.expires_at),
             networks=parse_networks(token.allowed_ips),
-            rate_limit=_tighter(token.rate_limit, account.rate_limit),
-            tpm_rate_limit=_tighter(token.tpm_rate_limit, account.tpm_rate_limit),
+            account_rate_limit=account.rate_limit, token_rate_limit=token.rate_limit,
+            account_tpm_rate_limit=account.tpm_rate_limit, token_tpm_rate_limit=token.tpm_rate_limit,
+            spending_limit_nano_usd=account.spending_limit_nano_usd,
         )
         if revocations == self._revocations:
-            self._cache[digest] = (info, now + self._ttl)
+            self._cache[key] = (info, now + self._ttl)
         self._touch(token.id)
         return info
 

@@ -30,6 +30,7 @@ class UsageRow:
     task: str
     status: str
     account_id: str | None = None
+    scope_id: str | None = None
     pricing_type: str | None = None
     input_tokens: int = 0
     cached_input_tokens: int = 0

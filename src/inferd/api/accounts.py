@@ -11,8 +11,20 @@ from inferd.api.deps import admin, authenticated
 from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import PLATFORM, dialect_route
 from inferd.api.state import AppState, app_state
-from inferd.protocol.platform import (AccountIn, AccountOut, AccountPatch, ApiTokenIn, ApiTokenOut, NewAccountOut,
-                                      RateLimitOut, RequestCostsIn, RequestCostsOut)
+from inferd.protocol.platform import (
+    AccountIn,
+    AccountOut,
+    AccountPatch,
+    ApiTokenIn,
+    ApiTokenOut,
+    NewAccountOut,
+    RateLimitOut,
+    RequestCostsIn,
+    RequestCostsOut,
+    ScopedJWTIn,
+    ScopedJWTInfo,
+    ScopedJWTOut,
+)
 from inferd.serving.context import RequestContext
 
 router = APIRouter(route_class=dialect_route(PLATFORM))
@@ -110,3 +122,19 @@ async def token_usage(api_token: str, from_: str = Query(alias="from", max_lengt
                       state: AppState = Depends(app_state)):
     """The bill of one of the account's tokens (by `token_id` or the token itself)."""
     return FastJSONResponse(await state.tenancy.bill(ctx, from_, to, token=api_token))
+
+
+@router.post("/v1/scoped-jwt", response_model=ScopedJWTOut, tags=["API tokens"])
+async def create_scoped_jwt(body: ScopedJWTIn, account_id: str | None = AccountQuery,
+                            ctx: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
+    """A scoped token (`jwt:...`) made from one of the account's tokens (`api_key_name`): only
+    `models`, until `expires_at` / `expires_delta` (default a year), up to `spending_limit` USD.
+    Revoking the token it was made from ends it too."""
+    return FastJSONResponse(await state.tenancy.create_scoped(ctx, body, account_id))
+
+
+@router.get("/v1/scoped-jwt", response_model=ScopedJWTInfo, tags=["API tokens"])
+async def inspect_scoped_jwt(jwtoken: str = Query(max_length=16384), ctx: RequestContext = Depends(authenticated),
+                             state: AppState = Depends(app_state)):
+    """What a scoped token of the account allows, and what it has spent."""
+    return FastJSONResponse(await state.tenancy.inspect_scoped(ctx, jwtoken))

@@ -11,6 +11,9 @@ from fastapi import FastAPI
 from inferd import __version__
 from inferd.accounts.db import Database
 from inferd.accounts.models import ADMIN_ACCOUNT
+from inferd.accounts.limits import Limits, LocalSlots, SharedSlots
+from inferd.accounts.scoped import ScopedTokens
+from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
@@ -40,17 +43,24 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
     usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch,
                           journal=settings.data_dir / "usage-journal.jsonl")
     pool = ModelPool(catalog, settings, metrics)
-    meter = Meter(usage, metrics)
+    spending = SpendLedger(db, usage.flush, settings.token_cache_ttl_s)
+    slots = SharedSlots(db, settings.limit_lease_s) if settings.shared_limits() else LocalSlots()
+    limits = Limits(slots, settings.rate_limit, settings.tpm_rate_limit)
+    meter = Meter(usage, metrics, spending, limits)
     prompts = PromptPipeline(settings)
     tokens = TokenStore(db, settings.token_cache_ttl_s)
+    scoped = ScopedTokens(db, tokens, settings.scoped_token_secret)
     account_store = AccountStore(db, tokens)
     return AppState(
         settings=settings,
         catalog=catalog,
         db=db,
         tokens=tokens,
+        scoped=scoped,
+        spending=spending,
+        limits=limits,
         accounts=account_store,
-        tenancy=Tenancy(db, tokens, account_store, usage, settings),
+        tenancy=Tenancy(db, tokens, scoped, account_store, usage, catalog, limits, settings),
         usage=usage,
         metrics=metrics,
         pool=pool,
@@ -66,6 +76,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.db.migrate()
+        await state.scoped.start()
         if settings.auth:
             admin = await state.tokens.ensure_admin(settings.admin_token)
             if admin:
@@ -77,12 +88,14 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             await state.tokens.ensure_account(ADMIN_ACCOUNT, "admin", admin=True)  # every caller acts as it
             log.warning("authentication is OFF (--no-auth): anyone who can reach this port can use it")
         await state.usage.start()
+        await state.limits.slots.start()
         state.pool.start()
         log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
         try:
             yield
         finally:
             await state.pool.stop()
+            await state.limits.slots.stop()
             state.generation.prompts.close()
             await state.usage.stop()
             await state.tokens.settle()

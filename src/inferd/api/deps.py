@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from fastapi import Depends, HTTPException, Request
 
+from inferd.accounts.scoped import JWT_PREFIX
+from inferd.accounts.spending import spend_limits
+from inferd.accounts.tokens import TokenInfo
 from inferd.api.state import AppState, app_state
 from inferd.errors import Forbidden, Unauthorized
 from inferd.serving.context import RequestContext
 
 _CTX = "inferd_ctx"
+MAX_SCOPED_TOKEN = 16384  # a scoped token lists up to 100 model names
 
 
 def new_context(request: Request) -> RequestContext:
@@ -60,26 +64,36 @@ def presented_token(request: Request, api_key_header: bool) -> str:
     raise Unauthorized(f"Missing API token: send {where}")
 
 
+async def verified_token(request: Request, state: AppState, api_key_header: bool) -> TokenInfo:
+    """The request's token, verified: known, not expired, its account enabled, used from an
+    allowed address. A scoped token (``jwt:...``) has its parent token's rights, narrowed."""
+    secret = presented_token(request, api_key_header)
+    scoped = secret.startswith(JWT_PREFIX)
+    if len(secret) > (MAX_SCOPED_TOKEN if scoped else 512):
+        raise Unauthorized("Invalid API token")
+    token = await (state.scoped.verify(secret) if scoped else state.tokens.verify(secret))
+    if token is None:
+        raise Unauthorized("Invalid API token")
+    if token.expired():
+        raise Unauthorized("This API token has expired")
+    if token.account_disabled:
+        raise Forbidden("This API token's account is disabled")
+    if not token.allows(request.client.host if request.client else None):
+        raise Forbidden("This API token may not be used from this address (see its allowed_ips)")
+    return token
+
+
 async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: bool = False) -> None:
     """Everything that can be decided from the headers, before a byte of the body is read."""
     state: AppState = request.app.state.inferd
     settings = state.settings
     ctx = new_context(request)
     if needs_token and settings.auth:
-        secret = presented_token(request, api_key_header)
-        if len(secret) > 512:
-            raise Unauthorized("Invalid API token")
-        token = await state.tokens.verify(secret)
-        if token is None:
-            raise Unauthorized("Invalid API token")
-        if token.expired():
-            raise Unauthorized("This API token has expired")
-        if token.account_disabled:
-            raise Forbidden("This API token's account is disabled")
-        if not token.allows(request.client.host if request.client else None):
-            raise Forbidden("This API token may not be used from this address (see its allowed_ips)")
-        if needs_admin and not token.is_admin:
+        token = await verified_token(request, state, api_key_header)
+        if needs_admin and (not token.is_admin or token.scope is not None):
             raise Forbidden("This route needs an admin token")
+        for key, _, _ in spend_limits(token):  # the spending so far, fresh to token_cache_ttl_s
+            await state.spending.prime(key)
         ctx.token = token
     request.scope["state"][_CTX] = ctx
     limit_body(request, settings.max_body_bytes)

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from inferd.accounts.db import Database
+from inferd.accounts.limits import Limits
+from inferd.accounts.scoped import ScopedTokens
+from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
@@ -26,6 +29,9 @@ class AppState:
     catalog: Catalog
     db: Database
     tokens: TokenStore
+    scoped: ScopedTokens
+    spending: SpendLedger
+    limits: Limits
     accounts: AccountStore
     tenancy: Tenancy
     usage: UsageRecorder

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 TEN_YEARS_S = 10 * 365 * 86400
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -86,15 +86,42 @@ class RateLimitOut(BaseModel):
 
 
 class RequestCostsIn(_Strict):
-    requestIds: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(  # noqa: N815
+    requestIds: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
         max_length=1000, description="request ids (X-Request-ID, request_id, or a response id such as chatcmpl-...)"
     )
 
 
 class RequestCost(BaseModel):
-    requestId: str  # noqa: N815
-    costNanoUsd: int  # noqa: N815
+    requestId: str
+    costNanoUsd: int
 
 
 class RequestCostsOut(BaseModel):
     requests: list[RequestCost]
+
+
+class ScopedJWTIn(_Strict):
+    """DeepInfra's ``ScopedJWTIn`` (its reference names the parent token `api_key_name`, its
+    OpenAPI description `api_token_name`: both are taken)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    api_key_name: Name = Field(validation_alias=AliasChoices("api_key_name", "api_token_name"),
+                               description="the name of the account's token the scoped token is made from")
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=300)]] | None = Field(
+        None, max_length=100, description="the models it may call; unset: every model")
+    expires_delta: int | None = Field(None, ge=1, le=TEN_YEARS_S, description="seconds from now (default: a year)")
+    expires_at: int | None = Field(None, ge=0, le=2**37, description="unix seconds")
+    spending_limit: Usd | None = Field(None, description="USD it may spend; unset: no limit of its own")
+
+
+class ScopedJWTOut(BaseModel):
+    token: str
+
+
+class ScopedJWTInfo(BaseModel):
+    expires_at: int
+    models: list[str] | None = None
+    spending_limit: float | None = None
+    spent: float = Field(description="USD spent with it so far")
+    api_key_name: str
+    token_id: str

@@ -45,7 +45,7 @@ class EmbeddingService:
         engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS)
         engine.ensure_ready()
         assert isinstance(engine, EncoderEngine)
-        with self._meter.track(ctx, engine.ref) as metered:
+        async with self._meter.track(ctx, engine.ref) as metered:
             self._validate(query, engine)
             result = await engine.embed(query.inputs)
             vectors = _postprocess(result.embeddings, query, engine.backend.normalizes)

@@ -96,18 +96,18 @@ class Run:
     async def _iterate(self) -> AsyncIterator[tuple[int, SequenceDelta]]:
         if self.params.constraint is not None:  # compiles off the loop, cached; a bad schema is a 400
             await self.engine.prepare(self.params.constraint)
-        with self._meter.track(self.ctx, self.ref) as metered:
+        async with self._meter.track(self.ctx, self.ref) as metered:
             streams = self._streams()
             # from here the engine has the prompts: a request cancelled or failed now is charged
             # for them and for the tokens it had generated
-            metered.consumed = Units(input_tokens=self.prompt_tokens)
+            metered.consume(Units(input_tokens=self.prompt_tokens))
             source = _tagged(streams[0], 0) if len(streams) == 1 else _merged(streams)
             async with aclosing(source) as pairs:
                 async for index, delta in pairs:
                     self.completion_tokens += len(delta.token_ids)
                     if delta.cached_prompt_tokens:  # n > 1 shares one prompt: counted once
                         self._cached[index] = max(self._cached.get(index, 0), delta.cached_prompt_tokens)
-                    metered.consumed = self._units()
+                    metered.consume(self._units())
                     yield index, delta
             self.charge = metered.charge(self._units())
 

@@ -64,7 +64,7 @@ class RerankService:
         engine.ensure_ready()
         assert isinstance(engine, EncoderEngine) and isinstance(engine.backend, RerankBackend)
         backend = engine.backend
-        with self._meter.track(ctx, engine.ref) as metered:
+        async with self._meter.track(ctx, engine.ref) as metered:
             queries = self._validate(query, engine)
             documents = list(query.documents)
             if query.max_tokens_per_doc is not None:

@@ -13,13 +13,16 @@ from decimal import Decimal
 
 from inferd.accounts import billing
 from inferd.accounts.db import Database
+from inferd.accounts.limits import Limits
 from inferd.accounts.models import ADMIN_ACCOUNT, Account, ApiToken, aware, utcnow
+from inferd.accounts.scoped import JWT_PREFIX, ScopedTokens
 from inferd.accounts.store import UNSET, AccountStore
 from inferd.accounts.tokens import TOKEN_PREFIX, TokenStore, parse_networks
 from inferd.accounts.usage import UsageRecorder
+from inferd.catalog import Catalog
 from inferd.catalog.pricing import NANO_PER_USD
-from inferd.errors import Forbidden, InvalidRequest, NotFound
-from inferd.protocol.platform import AccountIn, AccountPatch, ApiTokenIn
+from inferd.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from inferd.protocol.platform import AccountIn, AccountPatch, ApiTokenIn, ScopedJWTIn
 from inferd.serving.context import RequestContext
 from inferd.settings import Settings
 
@@ -30,6 +33,20 @@ def unix(moment: datetime | None) -> int | None:
 
 def usd_to_nano(usd: Decimal | None) -> int | None:
     return None if usd is None else int(usd * NANO_PER_USD)
+
+
+def expiry(delta: int | None, at: int | None) -> datetime | None:
+    """When a token made now expires: ``expires_delta`` seconds from now, or at ``expires_at``."""
+    if delta is not None and at is not None:
+        raise InvalidRequest("Send `expires_delta` or `expires_at`, not both", param="expires_at")
+    if delta is not None:
+        return utcnow() + timedelta(seconds=delta)
+    if at is not None:
+        moment = datetime.fromtimestamp(at, UTC)
+        if moment <= utcnow():
+            raise InvalidRequest("`expires_at` is in the past", param="expires_at")
+        return moment
+    return None
 
 
 def token_out(row: ApiToken, secret: str | None = None) -> dict:
@@ -62,6 +79,12 @@ def account_out(account: Account, active_tokens: int | None = None) -> dict:
     }
 
 
+def unscoped(ctx: RequestContext) -> None:
+    """A scoped token calls models; it manages nothing (tokens, bills, accounts)."""
+    if ctx.token is not None and ctx.token.scope is not None:
+        raise Forbidden("A scoped token can only call models")
+
+
 def caller(ctx: RequestContext) -> tuple[str, bool]:
     """(the account a request acts for, whether it is the admin's)."""
     if ctx.token is None:  # authentication is off
@@ -70,16 +93,20 @@ def caller(ctx: RequestContext) -> tuple[str, bool]:
 
 
 class Tenancy:
-    def __init__(self, db: Database, tokens: TokenStore, accounts: AccountStore, usage: UsageRecorder,
-                 settings: Settings):
+    def __init__(self, db: Database, tokens: TokenStore, scoped: ScopedTokens, accounts: AccountStore,
+                 usage: UsageRecorder, catalog: Catalog, limits: Limits, settings: Settings):
         self.db = db
+        self.limits = limits
         self.tokens = tokens
+        self.scoped = scoped
         self.accounts = accounts
         self.usage = usage
+        self.catalog = catalog
         self.settings = settings
 
     def acting_for(self, ctx: RequestContext, account_id: str | None) -> str:
         """The account a call works on: the caller's own, or (admins only) the one named."""
+        unscoped(ctx)
         own, admin = caller(ctx)
         if account_id is None or account_id == own:
             return own
@@ -93,15 +120,7 @@ class Tenancy:
         account = self.acting_for(ctx, account_id)
         if account != caller(ctx)[0]:
             await self.accounts.get(account)  # 404 for an admin naming an account that does not exist
-        if body.expires_delta is not None and body.expires_at is not None:
-            raise InvalidRequest("Send `expires_delta` or `expires_at`, not both", param="expires_at")
-        expires = None
-        if body.expires_delta is not None:
-            expires = utcnow() + timedelta(seconds=body.expires_delta)
-        elif body.expires_at is not None:
-            expires = datetime.fromtimestamp(body.expires_at, UTC)
-            if expires <= utcnow():
-                raise InvalidRequest("`expires_at` is in the past", param="expires_at")
+        expires = expiry(body.expires_delta, body.expires_at)
         try:
             parse_networks(body.allowed_ips)
         except ValueError as exc:
@@ -116,6 +135,7 @@ class Tenancy:
         return [token_out(row) for row in await self.tokens.list(account_id=self.acting_for(ctx, account_id))]
 
     async def _owned_token(self, ctx: RequestContext, key: str, include_revoked: bool = False) -> ApiToken:
+        unscoped(ctx)
         row = await self.tokens.get(key, include_revoked=include_revoked) if len(key) <= 512 else None
         if row is None:
             raise NotFound("No such API token (name it by its token_id or by the token itself)")
@@ -164,10 +184,14 @@ class Tenancy:
         }
 
     def rate_limit(self, ctx: RequestContext) -> dict:
+        """The limits that apply to the caller: its token's own where tighter than its account's
+        (or the server's default)."""
         token = ctx.token
-        concurrent = self.settings.rate_limit if token is None or token.rate_limit is None else token.rate_limit
-        tpm = self.settings.tpm_rate_limit if token is None or token.tpm_rate_limit is None else token.tpm_rate_limit
-        return {"rate_limit": concurrent, "tpm_rate_limit": tpm}
+        if token is None:
+            return {"rate_limit": self.settings.rate_limit, "tpm_rate_limit": self.settings.tpm_rate_limit}
+        tpm = [limit for _, limit in self.limits.per_minute(token)]
+        return {"rate_limit": min(limit for _, limit in self.limits.concurrency(token, "")),
+                "tpm_rate_limit": min(tpm) if tpm else None}
 
     # --- accounts (admin only: the route says so)
 
@@ -202,6 +226,7 @@ class Tenancy:
     async def request_costs(self, ctx: RequestContext, request_ids: list[str]) -> dict:
         """What each request cost (integer nano-dollars), from the stored rows; this process's rows
         still in the recorder's buffer are written first, so a request just answered is found."""
+        unscoped(ctx)
         await self.usage.flush()
         account, admin = caller(ctx)
         found = await billing.request_costs(self.db, request_ids, None if admin else account)
@@ -223,3 +248,44 @@ class Tenancy:
         created = aware(owner.created_at)
         return await billing.bill(self.db, start=start, end=end, account_id=account, token_id=token_id,
                                   initial_month=f"{created.year:04d}.{created.month:02d}")
+
+    # --- scoped tokens
+
+    async def create_scoped(self, ctx: RequestContext, body: ScopedJWTIn, account_id: str | None = None) -> dict:
+        account = self.acting_for(ctx, account_id)
+        parent = await self.tokens.by_name(account, body.api_key_name)
+        if parent is None:
+            raise NotFound(f"This account has no active API token named {body.api_key_name!r}")
+        models = None
+        if body.models is not None:  # ids or aliases -> the catalog's ids (404 for an unknown one)
+            models = list(dict.fromkeys(self.catalog.resolve(name).spec.id for name in body.models))
+        expires = expiry(body.expires_delta, body.expires_at) or utcnow() + timedelta(days=365)
+        if parent.expires_at is not None:
+            expires = min(expires, aware(parent.expires_at))
+        token, _ = self.scoped.mint(parent, models=models, expires_at=expires,
+                                    spending_limit_nano_usd=usd_to_nano(body.spending_limit))
+        return {"token": token}
+
+    async def inspect_scoped(self, ctx: RequestContext, jwtoken: str) -> dict:
+        unscoped(ctx)
+        if not jwtoken.startswith(JWT_PREFIX):
+            raise InvalidRequest("`jwtoken` is not a scoped token (jwt:...)", param="jwtoken")
+        try:
+            claims = await self.scoped.claims(jwtoken)
+        except Unauthorized as exc:  # what is wrong with it is the answer here
+            raise InvalidRequest(exc.message, param="jwtoken") from None
+        own, admin = caller(ctx)
+        if claims["acc"] != own and not admin:
+            raise Forbidden("This scoped token belongs to another account")
+        parent = await self.tokens.get(claims["sub"], include_revoked=True)
+        await self.usage.flush()
+        spent = await billing.scope_spent(self.db, claims["jti"])
+        limit = claims.get("spend")
+        return {
+            "expires_at": claims["exp"],
+            "models": claims.get("models"),
+            "spending_limit": None if limit is None else limit / NANO_PER_USD,
+            "spent": spent / NANO_PER_USD,
+            "api_key_name": parent.name if parent else "",
+            "token_id": claims["sub"],
+        }

@@ -11,7 +11,13 @@ from alembic.config import Config
 
 from inferd.accounts import db as db_module
 from inferd.accounts.db import Database
-from inferd.accounts.models import ADMIN_ACCOUNT, DEFAULT_ACCOUNT, ApiToken, aware, utcnow
+from inferd.accounts.models import (
+    ADMIN_ACCOUNT,
+    DEFAULT_ACCOUNT,
+    ApiToken,
+    aware,
+    utcnow,
+)
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore, hash_token
 from inferd.accounts.usage import UsageJournal

@@ -1,12 +1,11 @@
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select
 
+from inferd.accounts.billing import bill
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
-from inferd.accounts.billing import bill
 from inferd.accounts.usage import UsageRecorder, UsageRow
 
 
