@@ -235,6 +235,7 @@ def usage(
     """The bill per month: per model and pricing type, requests, units, cost (exact, in dollars)
     and cents, as `GET /payment/usage` gives it."""
     from inferd.accounts.billing import bill, parse_period
+    from inferd.catalog.pricing import nano_to_usd
 
     async def work(db):
         start = parse_period(from_, param="from")
@@ -248,9 +249,9 @@ def usage(
         for item in month["items"]:
             typer.echo(
                 f"  {item['model']['model_name'][:44]:<44} {item['pricing_type'][:12]:<12} {item['requests']:>8} "
-                f"{item['units']:>12} {item['cost_nano_usd'] / 10**9:>14.9f} {item['cost']:>7}"
+                f"{item['units']:>12} {nano_to_usd(item['cost_nano_usd']):>14.9f} {item['cost']:>7}"
             )
-        typer.echo(f"  {'total':<44} {'':<12} {'':>8} {'':>12} {month['total_cost_nano_usd'] / 10**9:>14.9f} "
+        typer.echo(f"  {'total':<44} {'':<12} {'':>8} {'':>12} {nano_to_usd(month['total_cost_nano_usd']):>14.9f} "
                    f"{month['total_cost']:>7}")
 
 

@@ -10,25 +10,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from sqlalchemy import func, or_, select
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
+from inferd.catalog.pricing import NANO_PER_CENT, nano_to_cents
 from inferd.errors import InvalidRequest
 
 MAX_MONTHS = 120
 MAX_REQUEST_IDS = 1000
-NANO_PER_CENT = 10_000_000
 # the prefixes responses put before the request id (chatcmpl-ID, cmpl-ID, msg_ID, infinity-ID)
 _ID_PREFIXES = ("chatcmpl-", "cmpl-", "msg_", "infinity-")
 _MONTH = re.compile(r"^(\d{4})\.(\d{2})$")
 _CURRENT = re.compile(r"^current(?:-(\d{1,4}))?$")
-
-
-def nano_to_cents(nano: int) -> int:
-    return int((Decimal(nano) / NANO_PER_CENT).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def _shift(year: int, month: int, by: int) -> tuple[int, int]:
@@ -160,9 +156,16 @@ async def request_costs(db: Database, request_ids: list[str], account_id: str | 
             if asked in costs]
 
 
-async def scope_spent(db: Database, scope_id: str) -> int:
-    """What a scoped token has spent (nano-dollars), from the stored rows."""
+async def spent(db: Database, *, scope_id: str | None = None, account_id: str | None = None,
+                month: tuple[int, int] | None = None) -> int:
+    """What the stored rows of a scoped token, or of an account in a month, cost (nano-dollars)."""
+    query = select(func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0))
+    if scope_id is not None:
+        query = query.where(UsageRecord.scope_id == scope_id)
+    if account_id is not None:
+        query = query.where(UsageRecord.account_id == account_id)
+    if month is not None:
+        start, end = month_bounds(*month)
+        query = query.where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
     async with db.sessions() as session:
-        return int(await session.scalar(
-            select(func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0)).where(UsageRecord.scope_id == scope_id)
-        ) or 0)
+        return int(await session.scalar(query) or 0)

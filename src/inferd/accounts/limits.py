@@ -41,6 +41,10 @@ RATE_LIMITED = "Rate limited"
 _T = RateHold.__table__
 
 
+def refused(limit: int) -> Overloaded:
+    return Overloaded(f"{RATE_LIMITED}: {limit} concurrent requests", retry_after=1)
+
+
 @dataclass(slots=True)
 class Hold:
     """Slots one request holds (one per key); give them back with ``release``."""
@@ -51,15 +55,13 @@ class Hold:
 class LocalSlots:
     """Exact counts in this process."""
 
-    shared = False
-
     def __init__(self) -> None:
         self._held: dict[str, int] = defaultdict(int)
 
     async def acquire(self, wanted: list[tuple[str, int]]) -> Hold:
         for key, limit in wanted:
             if self._held[key] >= limit:
-                raise Overloaded(f"{RATE_LIMITED}: {limit} concurrent requests", retry_after=1)
+                raise refused(limit)
         for key, _ in wanted:
             self._held[key] += 1
         return Hold([key for key, _ in wanted])
@@ -89,7 +91,6 @@ class _Ask:
 class SharedSlots:
     """Counts in the database, shared by every process on it (see the module's notes)."""
 
-    shared = True
     RETRY_S = 5.0
 
     def __init__(self, db: Database, lease_s: float = 15.0):
@@ -145,7 +146,7 @@ class SharedSlots:
                         ask.granted.cancel()  # the writer skips it (or gives back what it grants)
                     raise
                 if not granted:
-                    raise Overloaded(f"{RATE_LIMITED}: {limit} concurrent requests", retry_after=1)
+                    raise refused(limit)
                 hold.keys.append(key)
         except BaseException:
             self.release(hold)
@@ -291,12 +292,24 @@ class Limits:
         self._default_rate = default_rate_limit
         self._default_tpm = default_tpm
 
+    def applying(self, token) -> tuple[int, int | None]:
+        """(concurrent requests per model, tokens per minute) a token (a TokenInfo, or None with
+        authentication off) may use: its own limits where tighter than its account's."""
+        if token is None:
+            return self._default_rate, self._default_tpm
+        tpm = [limit for _, limit in self.per_minute(token)]
+        return min(limit for _, limit in self._concurrent(token)), min(tpm) if tpm else None
+
+    def _concurrent(self, token) -> list[tuple[str, int]]:
+        """(whose, limit): the account's (or the server's default), and the token's own if it has one."""
+        limits = [(token.account_id, token.account_rate_limit or self._default_rate)]
+        if token.token_rate_limit is not None:
+            limits.append((token.token_id, token.token_rate_limit))
+        return limits
+
     def concurrency(self, token, model: str) -> list[tuple[str, int]]:
         """(key, limit) of each concurrency limit on ``token`` (a TokenInfo) for ``model``."""
-        wanted = [(f"c:{token.account_id}:{model}", token.account_rate_limit or self._default_rate)]
-        if token.token_rate_limit is not None:
-            wanted.append((f"c:{token.token_id}:{model}", token.token_rate_limit))
-        return wanted
+        return [(f"c:{whose}:{model}", limit) for whose, limit in self._concurrent(token)]
 
     def per_minute(self, token) -> list[tuple[str, int]]:
         wanted = []

@@ -16,11 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
-
-from inferd.accounts.billing import month_bounds, scope_spent
+from inferd.accounts.billing import spent
 from inferd.accounts.db import Database
-from inferd.accounts.models import UsageRecord
 
 
 def month_key(account_id: str, now: datetime | None = None) -> str:
@@ -66,13 +63,10 @@ class SpendLedger:
     async def _stored(self, key: str) -> int:
         kind, _, rest = key.partition(":")
         if kind == "scope":
-            return await scope_spent(self._db, rest)
+            return await spent(self._db, scope_id=rest)
         account, _, period = rest.rpartition(":")
-        start, end = month_bounds(*map(int, period.split(".")))
-        query = select(func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0)).where(
-            UsageRecord.account_id == account, UsageRecord.created_at >= start, UsageRecord.created_at < end)
-        async with self._db.sessions() as session:
-            return int(await session.scalar(query) or 0)
+        year, month = map(int, period.split("."))
+        return await spent(self._db, account_id=account, month=(year, month))
 
     def spent(self, key: str) -> int:
         base = self._base.get(key, (0, 0.0))[0]

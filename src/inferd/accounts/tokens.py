@@ -114,6 +114,11 @@ def _tighter(*limits: int | None) -> int | None:
     return min(set_) if set_ else None
 
 
+def _active_named(account_id: str, name: str):
+    return select(ApiToken).where(ApiToken.account_id == account_id, ApiToken.name == name,
+                                  ApiToken.revoked_at.is_(None))
+
+
 def _lookup_column(key: str):
     """A token is named by its id (``tok_...``) or by itself."""
     if key.startswith(TOKEN_PREFIX):
@@ -179,8 +184,7 @@ class TokenStore:
             tpm_rate_limit=tpm_rate_limit,
         )
         async with self._db.sessions.begin() as session:
-            if unique_name and await session.scalar(select(ApiToken.id).where(
-                    ApiToken.account_id == account_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))):
+            if unique_name and await session.scalar(_active_named(account_id, name)):
                 raise Conflict(f"This account already has an API token named {name[:200]!r}")
             session.add(row)
         return secret, row
@@ -205,8 +209,7 @@ class TokenStore:
 
     async def by_name(self, account_id: str, name: str) -> ApiToken | None:
         async with self._db.sessions() as session:
-            return await session.scalar(select(ApiToken).where(
-                ApiToken.account_id == account_id, ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+            return await session.scalar(_active_named(account_id, name))
 
     async def revoke(self, token_id_or_secret: str) -> bool:
         """Revoke by token id (``tok_...``) or by the token itself; False if none matched."""

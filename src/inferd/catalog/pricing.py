@@ -103,12 +103,21 @@ def cents_to_nano(cents: Decimal) -> int:
     return int((cents * NANO_PER_CENT).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def nano_to_cents(nano: int) -> int:
+    """Whole cents (DeepInfra's unit on bills), rounded half up."""
+    return int((Decimal(nano) / NANO_PER_CENT).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def usd_to_nano(usd: Decimal | None) -> int | None:
+    return None if usd is None else int(usd * NANO_PER_USD)
+
+
 def cost_nano_usd(pricing: _Pricing | None, units: Units) -> int:
     """What ``units`` cost at ``pricing``, in integer nano-dollars (0 when the model is free)."""
     return 0 if pricing is None else cents_to_nano(pricing.cost_cents(units))
 
 
-def nano_to_usd(nano: int) -> float:
+def nano_to_usd(nano: int | None) -> float | None:
     """For the wire (``estimated_cost``, ``inference_status.cost``): the stored integer, shown in
     dollars; ``round(usd * 10**9)`` gives the integer back."""
-    return nano / NANO_PER_USD
+    return None if nano is None else nano / NANO_PER_USD

@@ -9,7 +9,6 @@ every caller acts as the admin account.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from inferd.accounts import billing
 from inferd.accounts.db import Database
@@ -20,19 +19,14 @@ from inferd.accounts.store import UNSET, AccountStore
 from inferd.accounts.tokens import TOKEN_PREFIX, TokenStore, parse_networks
 from inferd.accounts.usage import UsageRecorder
 from inferd.catalog import Catalog
-from inferd.catalog.pricing import NANO_PER_USD
+from inferd.catalog.pricing import nano_to_usd, usd_to_nano
 from inferd.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from inferd.protocol.platform import AccountIn, AccountPatch, ApiTokenIn, ScopedJWTIn
 from inferd.serving.context import RequestContext
-from inferd.settings import Settings
 
 
 def unix(moment: datetime | None) -> int | None:
     return None if moment is None else int(aware(moment).timestamp())
-
-
-def usd_to_nano(usd: Decimal | None) -> int | None:
-    return None if usd is None else int(usd * NANO_PER_USD)
 
 
 def expiry(delta: int | None, at: int | None) -> datetime | None:
@@ -64,7 +58,6 @@ def token_out(row: ApiToken, secret: str | None = None) -> dict:
 
 
 def account_out(account: Account, active_tokens: int | None = None) -> dict:
-    limit = account.spending_limit_nano_usd
     return {
         "account_id": account.account_id,
         "name": account.name,
@@ -74,7 +67,7 @@ def account_out(account: Account, active_tokens: int | None = None) -> dict:
         "disabled_at": unix(account.disabled_at),
         "rate_limit": account.rate_limit,
         "tpm_rate_limit": account.tpm_rate_limit,
-        "spending_limit": None if limit is None else limit / NANO_PER_USD,
+        "spending_limit": nano_to_usd(account.spending_limit_nano_usd),
         "active_tokens": active_tokens,
     }
 
@@ -94,7 +87,7 @@ def caller(ctx: RequestContext) -> tuple[str, bool]:
 
 class Tenancy:
     def __init__(self, db: Database, tokens: TokenStore, scoped: ScopedTokens, accounts: AccountStore,
-                 usage: UsageRecorder, catalog: Catalog, limits: Limits, settings: Settings):
+                 usage: UsageRecorder, catalog: Catalog, limits: Limits):
         self.db = db
         self.limits = limits
         self.tokens = tokens
@@ -102,7 +95,6 @@ class Tenancy:
         self.accounts = accounts
         self.usage = usage
         self.catalog = catalog
-        self.settings = settings
 
     def acting_for(self, ctx: RequestContext, account_id: str | None) -> str:
         """The account a call works on: the caller's own, or (admins only) the one named."""
@@ -184,14 +176,8 @@ class Tenancy:
         }
 
     def rate_limit(self, ctx: RequestContext) -> dict:
-        """The limits that apply to the caller: its token's own where tighter than its account's
-        (or the server's default)."""
-        token = ctx.token
-        if token is None:
-            return {"rate_limit": self.settings.rate_limit, "tpm_rate_limit": self.settings.tpm_rate_limit}
-        tpm = [limit for _, limit in self.limits.per_minute(token)]
-        return {"rate_limit": min(limit for _, limit in self.limits.concurrency(token, "")),
-                "tpm_rate_limit": min(tpm) if tpm else None}
+        rate, tpm = self.limits.applying(ctx.token)
+        return {"rate_limit": rate, "tpm_rate_limit": tpm}
 
     # --- accounts (admin only: the route says so)
 
@@ -279,13 +265,11 @@ class Tenancy:
             raise Forbidden("This scoped token belongs to another account")
         parent = await self.tokens.get(claims["sub"], include_revoked=True)
         await self.usage.flush()
-        spent = await billing.scope_spent(self.db, claims["jti"])
-        limit = claims.get("spend")
         return {
             "expires_at": claims["exp"],
             "models": claims.get("models"),
-            "spending_limit": None if limit is None else limit / NANO_PER_USD,
-            "spent": spent / NANO_PER_USD,
+            "spending_limit": nano_to_usd(claims.get("spend")),
+            "spent": nano_to_usd(await billing.spent(self.db, scope_id=claims["jti"])),
             "api_key_name": parent.name if parent else "",
             "token_id": claims["sub"],
         }
