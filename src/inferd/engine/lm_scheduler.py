@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 class _Request:
-    __slots__ = ("request", "queue", "loop", "seqs", "aborted", "unfinished")
+    __slots__ = ("request", "queue", "loop", "seqs", "aborted")
 
     def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop):
         self.request = request
@@ -54,7 +54,6 @@ class _Request:
         self.loop = loop
         self.seqs: list[_Seq] = []
         self.aborted = False
-        self.unfinished = request.params.n
 
 
 class _Seq:
@@ -163,16 +162,19 @@ class BatchGenerationEngine(GenerationEngine):
             self._cond.notify()
         self._live.add(req)
         self.observer.queue_depth(self.name, len(self._waiting))
+        # counted here, as the deltas are read: the thread runs ahead of this consumer
+        unfinished = request.params.n
         try:
-            while req.unfinished:
+            while unfinished:
                 item = await req.queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 for delta in item:
+                    unfinished -= delta.finish_reason is not None
                     yield delta
         finally:
             self._live.discard(req)
-            if req.unfinished:
+            if unfinished:
                 self._abort(req)
 
     async def abort(self, request_id: str) -> None:
@@ -286,7 +288,6 @@ class BatchGenerationEngine(GenerationEngine):
             batch = backend.select(batch, keep)
         self._running = [seqs[i] for i in keep]
         for req, deltas in out.values():
-            req.unfinished -= sum(1 for d in deltas if d.finish_reason is not None)
             req.loop.call_soon_threadsafe(req.queue.put_nowait, deltas)
         self.observer.batch_done(self.name, len(seqs), len(seqs), time.perf_counter() - started)
         return batch

@@ -107,6 +107,18 @@ async def test_max_tokens_length_and_text_matches_decode(engine):
     assert text == engine.decode(ids)
 
 
+async def test_a_slow_reader_of_a_stream_gets_every_token(engine):
+    """The scheduler thread runs ahead of a reader that takes its time: the stream still ends
+    with the last token and its finish reason, not when the thread has finished."""
+    request = GenerationRequest("slow", engine.encode("Hello"), SamplingParams(max_tokens=16, ignore_eos=True,
+                                                                               stream=True))
+    deltas = []
+    async for delta in engine.generate(request):
+        deltas.append(delta)
+        await asyncio.sleep(0.03)  # the thread finishes long before this reader
+    assert len(joined(deltas)[1]) == 16 and joined(deltas)[2] == "length"
+
+
 async def test_eos_finishes_with_stop(engine):
     """Force EOS by banning nothing but making it the argmax: a prompt that ends in EOS-like text
     is not reliable on random weights, so check through a 1-token budget and the eos set instead."""
