@@ -1,7 +1,8 @@
 """Two `inferd serve` processes on one PostgreSQL: the limits and the tokens are the same on
 both. 250 concurrent streams split over the two against the default limit of 200: exactly 50
 refused; a process killed with slots held gives them back within the lease; a token revoked
-on one is refused by the other within the token cache's time."""
+on one is refused by the other within the token cache's time; tokens per minute spent on one
+are counted by the other."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ async def test_limits_and_revocation_are_shared_and_a_dead_process_gives_its_slo
     assert b.stop() != 0
 
 
-async def test_a_token_revoked_on_one_process_is_refused_by_the_other(tmp_path_factory, pg_server, tiny_lm_dir):
+async def test_a_revoked_token_and_tokens_per_minute_are_seen_by_the_other_process(tmp_path_factory, pg_server, tiny_lm_dir):
     # its own pair: the module's pair has lost b
     url = await pg_server.new_database()
     root = tmp_path_factory.mktemp("revoke")
@@ -148,6 +149,20 @@ async def test_a_token_revoked_on_one_process_is_refused_by_the_other(tmp_path_f
                 while (await on_b.post("/v1/openai/chat/completions", json=body)).status_code == 200:
                     assert time.monotonic() - revoked_at < 1.5, "b still accepts the revoked token"
                     await asyncio.sleep(0.05)
+            # tokens per minute: what the account consumed on a is counted by b within ~2 s
+            made = (await admin.post("/v1/accounts", json={"name": "tpm", "tpm_rate_limit": 1000})).json()
+            long = {**body, "messages": [{"role": "user", "content": "hello " * 300}], "max_tokens": 20}
+            async with client(a, made["token"]) as on_a, client(b, made["token"]) as on_b:
+                assert (await on_b.post("/v1/openai/chat/completions", json=body)).status_code == 200
+                spent = 0
+                while spent <= 1000:  # a takes the account past its minute
+                    r = await on_a.post("/v1/openai/chat/completions", json=long)
+                    assert r.status_code == 200, r.text
+                    spent += r.json()["usage"]["total_tokens"]
+                await asyncio.sleep(2.5)  # a writes its tokens each second; b reads them at most each second
+                r = await on_b.post("/v1/openai/chat/completions", json=body)
+                assert r.status_code == 429 and "1000 tokens per minute" in r.json()["error"]["message"]
+                assert int(r.headers["retry-after"]) > 50
     finally:
         for server in servers:
             server.stop()

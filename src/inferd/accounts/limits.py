@@ -14,9 +14,14 @@ Concurrency is counted exactly:
   lease it renews every third of ``lease_s``: the slots of a process that died free themselves
   within ``lease_s``.
 
-Tokens per minute are counted from what requests consumed (input and output tokens), in this
-process, over a sliding minute: a request is admitted while the minute's count is under the
-limit (one request may take it past). Several processes each count their own (not shared yet).
+Tokens per minute are counted from what requests consumed (input and output tokens) over the
+last minute: a request is admitted while the minute's count is under the limit (one request may
+take it past). ``TokensPerMinute`` counts this process's requests over a sliding minute (one
+process on the database); ``SharedTokensPerMinute`` adds the other processes' (several on one
+database): each process writes what its requests consumed once a second, per key, in 5-second
+buckets (``rate_tokens(key, holder, bucket, tokens)``), and reads the others' last minute for a
+key at most once a second when it admits a request for it; the buckets that overlap the minute
+count whole. A process sees another's tokens within about two seconds.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 
 from inferd.accounts.db import Database
-from inferd.accounts.models import RateHold, utcnow
+from inferd.accounts.models import RateHold, RateTokens, utcnow
 from inferd.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = "Rate limited"
 _T = RateHold.__table__
+_M = RateTokens.__table__
 
 
 def refused(limit: int) -> Overloaded:
@@ -282,13 +288,137 @@ class TokensPerMinute:
         self._events.setdefault(key, deque()).append((time.monotonic(), tokens))
         self._sums[key] = self._sums.get(key, 0) + tokens
 
+    async def refresh(self, keys: list[str]) -> None:
+        """Read what others consumed for ``keys`` (nothing to read in one process)."""
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class SharedTokensPerMinute(TokensPerMinute):
+    """This process's minute (exact, as ``TokensPerMinute``) plus the other processes' on the
+    database, written and read in 5-second buckets (see the module's notes)."""
+
+    BUCKET_S = 5
+    FLUSH_S = 1.0
+    KEEP_BUCKETS = 14  # rows older than this (70 s) are deleted
+
+    def __init__(self, db: Database, holder: str):
+        super().__init__()
+        self._db = db
+        self.holder = holder
+        self._pending: dict[tuple[str, int], int] = defaultdict(int)  # (key, bucket) -> tokens to write
+        self._others: dict[str, tuple[float, int, float]] = {}  # key -> (read at, tokens, wall time the oldest leaves)
+        self._reading: dict[str, asyncio.Future] = {}
+        self._flusher: asyncio.Task | None = None
+
+    def _bucket(self, now: float | None = None) -> int:
+        return int((now if now is not None else time.time()) // self.BUCKET_S)
+
+    def add(self, key: str, tokens: int) -> None:
+        super().add(key, tokens)
+        if tokens > 0:
+            self._pending[(key, self._bucket())] += tokens
+
+    def used(self, key: str, now: float | None = None) -> int:
+        return super().used(key, now) + self._others.get(key, (0.0, 0, 0.0))[1]
+
+    def retry_after(self, key: str) -> float:
+        own = super().retry_after(key) if self._events.get(key) else 0.0
+        _, others, leaves_at = self._others.get(key, (0.0, 0, 0.0))
+        theirs = leaves_at - time.time() if others else 0.0
+        return max(1.0, own, theirs)
+
+    async def refresh(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        stale = [key for key in keys if now - self._others.get(key, (-1e9, 0, 0.0))[0] >= self.FLUSH_S]
+        if not stale:
+            return
+        # one read per key at a time: the requests that arrive meanwhile wait for it
+        waiting = [self._reading[key] for key in stale if key in self._reading]
+        todo = [key for key in stale if key not in self._reading]
+        if todo:
+            done = asyncio.get_running_loop().create_future()
+            for key in todo:
+                self._reading[key] = done
+            try:
+                await self._read(todo, now)
+            finally:
+                for key in todo:
+                    self._reading.pop(key, None)
+                done.set_result(None)
+        if waiting:  # shielded: a waiter that leaves does not cancel the reading
+            await asyncio.gather(*(asyncio.shield(reading) for reading in waiting))
+
+    async def _read(self, keys: list[str], now: float) -> None:
+        wall = time.time()
+        first = self._bucket(wall - self.WINDOW_S)  # the oldest bucket that overlaps the minute
+        try:
+            async with self._db.engine.connect() as conn:
+                rows = (await conn.execute(
+                    select(_M.c.key, func.sum(_M.c.tokens), func.min(_M.c.bucket))
+                    .where(_M.c.key.in_(keys), _M.c.holder != self.holder, _M.c.bucket >= first)
+                    .group_by(_M.c.key))).all()
+        except Exception as exc:  # noqa: BLE001 - the last reading stands until the next try
+            log.warning("reading other processes' tokens per minute failed (%s); using the last reading",
+                        type(exc).__name__)
+            for key in keys:
+                _, tokens, leaves = self._others.get(key, (0.0, 0, 0.0))
+                self._others[key] = (now, tokens, leaves)
+            return
+        found = {key: (int(tokens), (oldest + 1) * self.BUCKET_S + self.WINDOW_S) for key, tokens, oldest in rows}
+        for key in keys:
+            tokens, leaves = found.get(key, (0, 0.0))
+            self._others[key] = (now, tokens, leaves)
+        if len(self._others) > 10_000:  # keys nobody asked about for a minute
+            self._others = {k: v for k, v in self._others.items() if now - v[0] < self.WINDOW_S}
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="tokens-per-minute")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.flush()
+
+    async def _flush_loop(self) -> None:
+        turns = 0
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            await self.flush(prune=turns % 10 == 0)
+            turns += 1
+
+    async def flush(self, prune: bool = False) -> None:
+        """Write this process's tokens since the last flush (kept for the next one if that fails)."""
+        pending, self._pending = self._pending, defaultdict(int)
+        try:
+            async with self._db.engine.begin() as conn:
+                for (key, bucket), tokens in pending.items():
+                    updated = await conn.execute(
+                        update(_M).where(_M.c.key == key, _M.c.holder == self.holder, _M.c.bucket == bucket)
+                        .values(tokens=_M.c.tokens + tokens))
+                    if updated.rowcount == 0:
+                        await conn.execute(insert(_M).values(key=key, holder=self.holder, bucket=bucket,
+                                                             tokens=tokens))
+                if prune:
+                    await conn.execute(delete(_M).where(_M.c.bucket < self._bucket() - self.KEEP_BUCKETS))
+        except Exception as exc:  # noqa: BLE001 - written at the next flush
+            log.warning("writing tokens per minute failed (%s); retried in %.0f s", type(exc).__name__, self.FLUSH_S)
+            for item, tokens in pending.items():
+                self._pending[item] += tokens
+
 
 class Limits:
     """The rate limits of one request: a slot per key for as long as it runs, and the minute's tokens."""
 
-    def __init__(self, slots: LocalSlots | SharedSlots, default_rate_limit: int, default_tpm: int | None):
+    def __init__(self, slots: LocalSlots | SharedSlots, default_rate_limit: int, default_tpm: int | None,
+                 tpm: TokensPerMinute | None = None):
         self.slots = slots
-        self.tpm = TokensPerMinute()
+        self.tpm = tpm if tpm is not None else TokensPerMinute()
         self._default_rate = default_rate_limit
         self._default_tpm = default_tpm
 
@@ -324,10 +454,21 @@ class Limits:
         """Take the request's slots, or 429 ``Rate limited`` with ``Retry-After``."""
         if token is None:  # authentication is off: no accounts, no limits
             return None
-        for key, limit in self.per_minute(token):
+        per_minute = self.per_minute(token)
+        if per_minute:
+            await self.tpm.refresh([key for key, _ in per_minute])
+        for key, limit in per_minute:
             if self.tpm.used(key) >= limit:
                 raise Overloaded(f"{RATE_LIMITED}: {limit} tokens per minute", retry_after=self.tpm.retry_after(key))
         return await self.slots.acquire(self.concurrency(token, model))
+
+    async def start(self) -> None:
+        await self.slots.start()
+        await self.tpm.start()
+
+    async def stop(self) -> None:
+        await self.slots.stop()
+        await self.tpm.stop()
 
     def done(self, token, hold: Hold | None, tokens: int) -> None:
         if hold is not None:

@@ -106,3 +106,15 @@ class RateHold(Base):
     holder: Mapped[str] = mapped_column(String(32), primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RateTokens(Base):
+    """Tokens one process's requests consumed for one key in one 5-second bucket
+    (accounts/limits.py: SharedTokensPerMinute)."""
+
+    __tablename__ = "rate_tokens"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)

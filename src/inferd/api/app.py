@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from inferd import __version__
 from inferd.accounts.db import Database
+from inferd.accounts.limits import Limits, LocalSlots, SharedSlots, SharedTokensPerMinute
 from inferd.accounts.models import ADMIN_ACCOUNT
-from inferd.accounts.limits import Limits, LocalSlots, SharedSlots
 from inferd.accounts.scoped import ScopedTokens
 from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
@@ -25,10 +25,10 @@ from inferd.catalog import Catalog, load_catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
-from inferd.serving.rerank import RerankService
 from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
 from inferd.serving.prompt import PromptPipeline
+from inferd.serving.rerank import RerankService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -44,8 +44,11 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
                           journal=settings.data_dir / "usage-journal.jsonl")
     pool = ModelPool(catalog, settings, metrics)
     spending = SpendLedger(db, usage.flush, settings.token_cache_ttl_s)
-    slots = SharedSlots(db, settings.limit_lease_s) if settings.shared_limits() else LocalSlots()
-    limits = Limits(slots, settings.rate_limit, settings.tpm_rate_limit)
+    if settings.shared_limits():
+        slots = SharedSlots(db, settings.limit_lease_s)
+        limits = Limits(slots, settings.rate_limit, settings.tpm_rate_limit, SharedTokensPerMinute(db, slots.holder))
+    else:
+        limits = Limits(LocalSlots(), settings.rate_limit, settings.tpm_rate_limit)
     meter = Meter(usage, metrics, spending, limits)
     prompts = PromptPipeline(settings)
     tokens = TokenStore(db, settings.token_cache_ttl_s)
@@ -88,14 +91,14 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             await state.tokens.ensure_account(ADMIN_ACCOUNT, "admin", admin=True)  # every caller acts as it
             log.warning("authentication is OFF (--no-auth): anyone who can reach this port can use it")
         await state.usage.start()
-        await state.limits.slots.start()
+        await state.limits.start()
         state.pool.start()
         log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
         try:
             yield
         finally:
             await state.pool.stop()
-            await state.limits.slots.stop()
+            await state.limits.stop()
             state.generation.prompts.close()
             await state.usage.stop()
             await state.tokens.settle()

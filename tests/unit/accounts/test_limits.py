@@ -1,12 +1,15 @@
 """Concurrency slots, exact on one process and across processes sharing a database (two
 SharedSlots on one database stand for two processes), self-healing after a crash; tokens per
-minute."""
+minute, in one process and shared by two."""
 
 import asyncio
 
 import pytest
+from sqlalchemy import update
 
-from inferd.accounts.limits import LocalSlots, SharedSlots, TokensPerMinute
+from inferd.accounts.limits import Limits, LocalSlots, SharedSlots, SharedTokensPerMinute, TokensPerMinute
+from inferd.accounts.models import RateTokens
+from inferd.accounts.tokens import TokenInfo
 from inferd.errors import Overloaded
 
 
@@ -111,3 +114,72 @@ async def test_while_the_database_is_unreachable_a_process_admits_within_its_own
         assert len((await race([slots], 10, 10))[0]) == 10  # back in the database, rows rewritten
     finally:
         await slots.stop()
+
+
+async def test_tokens_per_minute_are_shared_by_the_processes_on_one_database(db):
+    a, b = SharedTokensPerMinute(db, "p_a"), SharedTokensPerMinute(db, "p_b")
+    for tpm in (a, b):
+        tpm.FLUSH_S = 0.05
+        await tpm.start()
+    try:
+        a.add("m:acc", 700)
+        await asyncio.sleep(0.2)  # a writes it
+        await b.refresh(["m:acc", "m:other"])
+        assert b.used("m:acc") == 700 and b.used("m:other") == 0
+        b.add("m:acc", 400)
+        assert b.used("m:acc") == 1100  # its own at once
+        await asyncio.sleep(0.2)
+        await a.refresh(["m:acc"])
+        assert a.used("m:acc") == 1100
+        assert 55 <= a.retry_after("m:acc") <= 65  # when b's bucket leaves the minute
+        # buckets older than the minute do not count
+        async with db.engine.begin() as conn:
+            await conn.execute(update(RateTokens).where(RateTokens.holder == "p_b").values(bucket=RateTokens.bucket - 13))
+        await asyncio.sleep(0.1)
+        await a.refresh(["m:acc"])
+        assert a.used("m:acc") == 700
+    finally:
+        for tpm in (a, b):
+            await tpm.stop()
+
+
+async def test_a_limit_on_tokens_per_minute_refuses_on_the_other_process(db):
+    token = TokenInfo(token_id="tok_1", name="t", account_id="acc_1", account_tpm_rate_limit=1000)
+    processes = []
+    for holder in ("p_a", "p_b"):
+        tpm = SharedTokensPerMinute(db, holder)
+        tpm.FLUSH_S = 0.05
+        limits = Limits(LocalSlots(), 200, None, tpm)
+        await limits.start()
+        processes.append(limits)
+    a, b = processes
+    try:
+        hold = await a.admit(token, "m")
+        a.done(token, hold, 1200)  # one request may take the minute past the limit...
+        await asyncio.sleep(0.2)
+        with pytest.raises(Overloaded) as refused:  # ...and then the other process refuses too
+            await b.admit(token, "m")
+        assert "1000 tokens per minute" in refused.value.message and refused.value.retry_after > 50
+        other = TokenInfo(token_id="tok_2", name="u", account_id="acc_2", account_tpm_rate_limit=1000)
+        b.done(other, await b.admit(other, "m"), 10)  # another account is not counted with it
+    finally:
+        for limits in processes:
+            await limits.stop()
+
+
+async def test_tokens_not_written_while_the_database_is_unreachable_are_written_later(db, monkeypatch):
+    a, b = SharedTokensPerMinute(db, "p_a"), SharedTokensPerMinute(db, "p_b")
+    a.add("m:acc", 300)
+    real = db.engine
+
+    class Down:
+        def begin(self):
+            raise ConnectionRefusedError("the database is down")
+
+    monkeypatch.setattr(db, "engine", Down())
+    await a.flush()
+    assert a.used("m:acc") == 300  # counted here meanwhile
+    monkeypatch.setattr(db, "engine", real)
+    await a.flush()
+    await b.refresh(["m:acc"])
+    assert b.used("m:acc") == 300
