@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; past it, 413")
     max_messages: int = Field(2048, ge=1, description="chat messages in one request")
+    max_audio_bytes: int = Field(
+        512 << 20, ge=1024, description="largest audio upload (spooled to disk as it arrives); past it, 413"
+    )
+    max_audio_seconds: float = Field(4 * 3600, gt=0, description="longest audio to transcribe; past it, 413")
     requests_per_turn: int = Field(
         8, ge=1, description="requests that start their work in one turn of the event loop; the rest wait a turn "
         "(a burst cannot stall /health or running streams)"

@@ -29,6 +29,7 @@ from inferd.serving.generation import GenerationService
 from inferd.serving.metering import Meter
 from inferd.serving.prompt import PromptPipeline
 from inferd.serving.rerank import RerankService
+from inferd.serving.speech import SpeechService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -70,6 +71,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         embeddings=EmbeddingService(pool, meter, settings),
         generation=GenerationService(pool, meter, prompts),
         rerank=RerankService(pool, meter, settings),
+        speech=SpeechService(pool, meter, settings),
     )
 
 

@@ -10,11 +10,14 @@ from inferd.accounts.scoped import JWT_PREFIX
 from inferd.accounts.spending import spend_limits
 from inferd.accounts.tokens import TokenInfo
 from inferd.api.state import AppState, app_state
-from inferd.errors import Forbidden, Unauthorized
+from inferd.catalog import Task
+from inferd.catalog.catalog import split_version
+from inferd.errors import Forbidden, InferdError, Unauthorized
 from inferd.serving.context import RequestContext
 
 _CTX = "inferd_ctx"
 MAX_SCOPED_TOKEN = 16384  # a scoped token lists up to 100 model names
+AUDIO_TASKS = {Task.AUTOMATIC_SPEECH_RECOGNITION}
 
 
 def new_context(request: Request) -> RequestContext:
@@ -83,7 +86,24 @@ async def verified_token(request: Request, state: AppState, api_key_header: bool
     return token
 
 
-async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: bool = False) -> None:
+def audio_upload() -> None:
+    """A dependency that marks a route whose body is audio: its limit is ``max_audio_bytes``."""
+
+
+def model_upload() -> None:
+    """A dependency that marks the native route: its body is audio when its model's task takes audio."""
+
+
+def _audio_model(request: Request, state: AppState) -> bool:
+    try:
+        name, version = split_version(request.path_params.get("model", ""), request.query_params.get("version"))
+        return state.catalog.resolve(name, version).spec.task in AUDIO_TASKS
+    except InferdError:  # the handler answers it (404) once admitted
+        return False
+
+
+async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: bool = False,
+                audio: bool = False, by_model: bool = False) -> None:
     """Everything that can be decided from the headers, before a byte of the body is read."""
     state: AppState = request.app.state.inferd
     settings = state.settings
@@ -96,7 +116,11 @@ async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_k
             await state.spending.prime(key)
         ctx.token = token
     request.scope["state"][_CTX] = ctx
-    limit_body(request, settings.max_body_bytes)
+    if audio or (by_model and _audio_model(request, state)):
+        # room for the audio as base64 in JSON, and form fields; the audio itself is checked on its own
+        limit_body(request, state.speech.max_bytes * 4 // 3 + (64 << 10))
+    else:
+        limit_body(request, settings.max_body_bytes)
 
 
 async def _admitted(request: Request, needs_admin: bool) -> RequestContext:

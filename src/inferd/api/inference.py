@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from inferd.api.deps import authenticated
+from inferd.api.deps import AUDIO_TASKS, authenticated, model_upload
 from inferd.api.disconnect import cancellable
 from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import NATIVE, dialect_route
@@ -28,6 +28,8 @@ from inferd.protocol.inference import (
     EmbeddingsOut,
     RerankerIn,
     RerankerOut,
+    SpeechRecognitionIn,
+    SpeechRecognitionOut,
     TextGenerationIn,
     TextGenerationOut,
 )
@@ -36,6 +38,8 @@ from inferd.serving.embeddings import EmbedQuery, native_body
 from inferd.serving.native_generation import native_events, native_response, start_native
 from inferd.serving.rerank import RerankQuery
 from inferd.serving.rerank import native_body as rerank_body
+from inferd.serving.speech import SpeechQuery, from_data_url
+from inferd.serving.speech import native_body as speech_body
 
 router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
 
@@ -51,8 +55,9 @@ def _validated(model: type[BaseModel], payload: dict) -> Any:
         ) from None
 
 
-async def read_payload(request: Request) -> dict:
-    """The request body as a dict: JSON, or form fields (repeated fields become lists)."""
+async def read_payload(request: Request, keep_files: bool = False) -> dict:
+    """The request body as a dict: JSON, or form fields (repeated fields become lists); uploaded
+    files as bytes, or with ``keep_files`` as the uploads themselves (spooled to disk)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/x-www-form-urlencoded") and (await request.body()).lstrip()[:1] == b"{":
         content_type = "application/json"  # `curl -d '{...}'` without a Content-Type header
@@ -60,7 +65,8 @@ async def read_payload(request: Request) -> dict:
         form = await request.form()
         payload: dict[str, Any] = {}
         for key in form:
-            values = [await v.read() if isinstance(v, UploadFile) else v for v in form.getlist(key)]
+            values = [await v.read() if isinstance(v, UploadFile) and not keep_files else v
+                      for v in form.getlist(key)]
             payload[key] = values if len(values) > 1 else values[0]
         return payload
     raw = await request.body()
@@ -117,20 +123,38 @@ async def reranker(request: Request, payload: dict, ref: ModelRef, ctx: RequestC
     return FastJSONResponse(rerank_body(result, ctx))
 
 
+async def speech_recognition(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: SpeechRecognitionIn = _validated(SpeechRecognitionIn, payload)
+    if isinstance(body.audio, UploadFile):
+        audio = body.audio.file
+    elif isinstance(body.audio, str):
+        audio = from_data_url(body.audio, state.speech.max_bytes)
+    else:
+        raise InvalidRequest("audio must be a file upload, or a data URL (data:audio/...;base64,...)", param="audio")
+    query = SpeechQuery(model=ref.spec.id, version=ref.version.name, audio=audio, task=body.task,
+                        language=body.language, prompt=body.initial_prompt, temperature=body.temperature,
+                        words=body.chunk_level == "word")
+    transcript = await cancellable(request, state.speech.transcribe(query, ctx))
+    return FastJSONResponse(speech_body(transcript, ctx, words=query.words))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
     Task.RERANKER: reranker,
+    Task.AUTOMATIC_SPEECH_RECOGNITION: speech_recognition,
 }
+_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn)
+_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut)
 
 _OPENAPI = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"oneOf": [m.model_json_schema() for m in (EmbeddingsIn, TextGenerationIn, RerankerIn)]}},
+            "application/json": {"schema": {"oneOf": [m.model_json_schema() for m in _IN]}},
             "multipart/form-data": {"schema": {"type": "object"}},
         }
     },
-    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [m.model_json_schema() for m in (EmbeddingsOut, TextGenerationOut, RerankerOut)]}}}}},
+    "responses": {"200": {"content": {"application/json": {"schema": {"oneOf": [m.model_json_schema() for m in _OUT]}}}}},
 }
 
 
@@ -141,6 +165,7 @@ async def infer(
     version: str | None = Query(None, description="a model version; also `MODEL:VERSION`"),
     ctx: RequestContext = Depends(authenticated),
     state: AppState = Depends(app_state),
+    _: None = Depends(model_upload),
 ):
     """Run a model in DeepInfra's native dialect; the body depends on the model's task."""
     name, version = split_version(model, version)
@@ -148,5 +173,5 @@ async def infer(
     handler = HANDLERS.get(ref.spec.task)
     if handler is None:
         raise InvalidRequest(f"task {ref.spec.task.value} is not served on the native route yet")
-    payload = await read_payload(request)
+    payload = await read_payload(request, keep_files=ref.spec.task in AUDIO_TASKS)
     return await handler(request, payload, ref, ctx, state)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated, Literal
 
-from inferd.api.deps import authenticated
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import PlainTextResponse
+
+from inferd.api.deps import audio_upload, authenticated
 from inferd.api.disconnect import cancellable
 from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import OPENAI, dialect_route
@@ -23,6 +26,8 @@ from inferd.serving.embeddings import EmbedQuery, openai_body
 from inferd.serving.openai_chat import chat_chunks, chat_response, start_chat
 from inferd.serving.openai_completions import completion_chunks, completion_response, start_completion
 from inferd.serving.models import openai_models
+from inferd.serving.speech import SpeechQuery, openai_events
+from inferd.serving.speech import openai_body as speech_body
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}
 
@@ -85,3 +90,56 @@ async def create_completion(
     if body.stream:
         return await sse_response(request, completion_chunks(run, body.model, body.echo, _include_usage(body)))
     return FastJSONResponse(await cancellable(request, completion_response(run, body.model, body.echo)))
+
+
+# --- audio: multipart uploads (spooled to disk, under their own size limit: max_audio_bytes)
+Text = Annotated[str | None, Form(max_length=4000)]
+Format = Annotated[Literal["json", "text", "srt", "vtt", "verbose_json"], Form()]
+
+
+async def _speech(request: Request, query: SpeechQuery, ctx: RequestContext, state: AppState, response_format: str,
+                  granularities: list[str], stream: bool):
+    if stream:
+        return await sse_response(request, openai_events(state.speech.stream(query, ctx)))
+    transcript = await cancellable(request, state.speech.transcribe(query, ctx))
+    body = speech_body(transcript, response_format, granularities, query.temperature)
+    if isinstance(body, str):
+        return PlainTextResponse(body)
+    return FastJSONResponse(body)
+
+
+@router.post("/audio/transcriptions", dependencies=[Depends(audio_upload)], response_class=FastJSONResponse)
+async def create_transcription(
+    request: Request,
+    file: Annotated[UploadFile, File(description="the audio: wav, mp3, m4a, ogg, opus, flac, webm, ...")],
+    model: Annotated[str, Form(max_length=256)],
+    language: Annotated[str | None, Form(max_length=40)] = None,
+    prompt: Text = None,
+    response_format: Format = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    timestamp_granularities: Annotated[list[Literal["segment", "word"]], Form(alias="timestamp_granularities[]")] = [],  # noqa: B006
+    stream: Annotated[bool, Form()] = False,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Transcribe audio in its own language (whisper); `stream=true` answers with text deltas."""
+    words = "word" in timestamp_granularities and response_format == "verbose_json"
+    query = SpeechQuery(model=model, audio=file.file, language=language, prompt=prompt, temperature=temperature,
+                        words=words)
+    return await _speech(request, query, ctx, state, response_format, list(timestamp_granularities), stream)
+
+
+@router.post("/audio/translations", dependencies=[Depends(audio_upload)], response_class=FastJSONResponse)
+async def create_translation(
+    request: Request,
+    file: Annotated[UploadFile, File(description="the audio, in any language whisper knows")],
+    model: Annotated[str, Form(max_length=256)],
+    prompt: Text = None,
+    response_format: Format = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Translate speech into English text (a multilingual whisper model)."""
+    query = SpeechQuery(model=model, audio=file.file, task="translate", prompt=prompt, temperature=temperature)
+    return await _speech(request, query, ctx, state, response_format, [], False)

@@ -19,6 +19,7 @@ from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.rerank import RerankService
+from inferd.serving.speech import SpeechService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -40,6 +41,7 @@ class AppState:
     embeddings: EmbeddingService
     generation: GenerationService
     rerank: RerankService
+    speech: SpeechService
 
 
 async def app_state(request: Request) -> AppState:

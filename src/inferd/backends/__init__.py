@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "bi-encoder": "inferd.backends.bi_encoder:BiEncoderBackend",
     "transformers": "inferd.backends.transformers_lm:TransformersLMBackend",
     "vllm": "inferd.backends.vllm:VLLMBackend",
+    "faster-whisper": "inferd.backends.whisper:WhisperBackend",
 }
 
 

@@ -126,3 +126,55 @@ def right_pad(batch: Sequence[Sequence[int]], pad_id: int):
         input_ids[row, : len(ids)] = ids
         mask[row, : len(ids)] = 1
     return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+@dataclass(slots=True)
+class SpeechChunk:
+    """Up to 30 s of one request's speech (voice-activity chunks joined), ready for the model."""
+
+    features: np.ndarray  # log-mel [n_mels, frames], padded to the model's window
+    offset: float  # where the chunk starts in the audio it was cut from (seconds)
+    duration: float  # seconds of audio in it
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None  # None: detected per chunk (multilingual models)
+    prompt: str | None = None  # the request's initial prompt
+    words: bool = False  # word timestamps
+
+
+@dataclass(slots=True)
+class ChunkText:
+    """What the model made of one chunk: segments with times relative to the chunk's audio."""
+
+    language: str
+    language_probability: float
+    segments: list[dict]  # {start, end, text, tokens, avg_logprob, compression_ratio, no_speech_prob[, words]}
+
+
+class SpeechRecognitionBackend(Backend):
+    """Speech to text, batched by the speech engine: chunks of many requests decoded together."""
+
+    sampling_rate: int = 16000
+    chunk_seconds: int = 30
+    multilingual: bool
+
+    @abstractmethod
+    def chunk(self, audio: np.ndarray, *, vad: bool = True) -> tuple[list[dict], list[dict]]:
+        """Plan the cutting of 16 kHz mono audio into ≤ ``chunk_seconds`` pieces of speech:
+        ([{offset, duration, segments}], the speech timestamps ``restore`` maps times back with)."""
+
+    @abstractmethod
+    def features(self, audio: np.ndarray, chunk: dict) -> np.ndarray:
+        """The model's input for one planned chunk (made when the chunk is queued, not before)."""
+
+    def batch_key(self, prompt: str | None) -> object:
+        """Chunks whose prompts give the same key may share a batch (whisper on CTranslate2: the
+        same number of prompt tokens)."""
+        return None
+
+    @abstractmethod
+    def transcribe(self, chunks: Sequence[SpeechChunk], temperature: float) -> list[ChunkText]:
+        """Decode a batch of chunks (from any requests, one ``batch_key``) in one pass of the model."""
+
+    @abstractmethod
+    def restore(self, segments: list[dict], speech: list[dict]) -> list[dict]:
+        """Map times of chunks cut from ``speech`` back to the original audio's."""

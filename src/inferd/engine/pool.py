@@ -15,12 +15,14 @@ import asyncio
 import gc
 import importlib
 import logging
+import os
 
 from inferd.backends import backend_class
-from inferd.backends.base import EncoderBackend, RerankBackend
+from inferd.backends.base import EncoderBackend, RerankBackend, SpeechRecognitionBackend
 from inferd.catalog import Catalog, ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncoderEngine
+from inferd.engine.speech import SpeechEngine
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ _GENERATION_ENGINES = {
 }
 
 
+def _threads(task: Task, settings: Settings) -> int | None:
+    if task in _ENCODER_BACKENDS:
+        return settings.threads_per_worker()
+    if task is Task.AUTOMATIC_SPEECH_RECOGNITION:  # one batch at a time, on every core
+        return settings.torch_threads or os.cpu_count()
+    return settings.torch_threads
+
+
 def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
     """The engine for one catalog version; never raises (failures become FAILED engines)."""
     try:
@@ -61,7 +71,7 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             ref.spec,
             ref.version.source,
             dict(ref.spec.options),
-            threads=settings.threads_per_worker() if ref.spec.task in _ENCODER_BACKENDS else settings.torch_threads,
+            threads=_threads(ref.spec.task, settings),
             cache_dir=settings.resolved_cache_dir(),
         )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
@@ -75,6 +85,8 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             observer=observer,
             workers=settings.engine_workers,
         )
+    if ref.spec.task is Task.AUTOMATIC_SPEECH_RECOGNITION and isinstance(backend, SpeechRecognitionBackend):
+        return SpeechEngine(ref, backend, observer)
     engine = _GENERATION_ENGINES.get(getattr(backend, "engine", ""))
     if ref.spec.task is Task.TEXT_GENERATION and engine is not None:
         module, _, name = engine.partition(":")

@@ -75,3 +75,36 @@ class TextGenerationOut(WireModel):
     num_input_tokens: int
     request_id: str
     inference_status: InferenceStatus
+
+
+class SpeechRecognitionIn(WireModel):
+    audio: object = Field(description="the audio: a multipart file, or a data URL (data:audio/...;base64,...)")
+    task: Literal["transcribe", "translate"] = Field("transcribe", description="translate: into English")
+    language: Annotated[str, Field(max_length=40)] | None = Field(None, description="ISO-639-1; detected when unset")
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    initial_prompt: Annotated[str, Field(max_length=4000)] | None = None
+    chunk_level: Literal["segment", "word"] = Field("segment", description="word: also word timestamps")
+    chunk_length_s: int = Field(30, ge=1, le=30, description="accepted; chunks are cut at pauses, ≤ 30 s")
+    webhook: str | None = None
+
+
+class SpeechSegment(WireModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class SpeechRecognitionOut(WireModel):
+    text: str
+    segments: list[SpeechSegment]
+    language: str
+    input_length_ms: int
+    request_id: str
+    inference_status: InferenceStatus
