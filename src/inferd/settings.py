@@ -72,6 +72,7 @@ class Settings(BaseSettings):
         512 << 20, ge=1024, description="largest audio upload (spooled to disk as it arrives); past it, 413"
     )
     max_audio_seconds: float = Field(4 * 3600, gt=0, description="longest audio to transcribe; past it, 413")
+    max_speech_characters: int = Field(4096, ge=1, description="longest text to speak, in characters; past it, 413")
     requests_per_turn: int = Field(
         8, ge=1, description="requests that start their work in one turn of the event loop; the rest wait a turn "
         "(a burst cannot stall /health or running streams)"

@@ -1,12 +1,14 @@
-"""Speech to text through the clients people use, against `inferd serve` on the default
-catalog (whisper base as `whisper-1`, whisper tiny.en): the openai SDK (every response
-format, translations, a streamed transcript), LiteLLM, and curl on the OpenAI and native
-routes; speech made by the shipped Piper voice."""
+"""Speech through the clients people use, against `inferd serve` on the default catalog
+(whisper base as `whisper-1`, whisper tiny.en, the Piper voice as `tts-1`): speech to text
+from the openai SDK (every response format, translations, a streamed transcript), LiteLLM and
+curl on the OpenAI and native routes; text to speech from the openai SDK (streamed as it is
+made) and curl; the round trip gives the words back."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from openai import OpenAI
@@ -83,3 +85,43 @@ def test_curl_multipart_and_a_data_url_on_the_native_route(server, wav, has_curl
     status, body = curl(f"{server.base_url}/v1/openai/audio/transcriptions", "-F", f"file=@{wav}",
                         "-F", "model=whisper-1")
     assert status == 401
+
+
+def test_openai_sdk_speaks_streaming_as_it_is_made_and_the_words_come_back(client, tmp_path):
+    text = ("The weather is lovely today. We are going to the beach this afternoon. "
+            "Bring a towel and some water. ") * 3
+    began = time.perf_counter()
+    arrivals = []
+    with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=text,
+                                                            response_format="mp3") as response:
+        out = tmp_path / "speech.mp3"
+        with out.open("wb") as f:
+            for chunk in response.iter_bytes(1024):
+                arrivals.append(time.perf_counter() - began)
+                f.write(chunk)
+    assert arrivals[0] < 1.0  # the first sentence's audio, long before the last is made
+    assert arrivals[-1] - arrivals[0] > 0.5
+    with out.open("rb") as f:
+        heard = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert word_error_rate(text, heard.text) <= 0.15
+
+
+def test_curl_speaks_on_the_openai_and_elevenlabs_routes(server, tmp_path, has_curl):  # noqa: F811
+    import subprocess
+
+    out = tmp_path / "speech.wav"
+    subprocess.run(["curl", "-sS", "-f", f"{server.base_url}/v1/openai/audio/speech", "-H",
+                    f"Authorization: Bearer {server.token}", "-H", "Content-Type: application/json",
+                    "-d", json.dumps({"model": "tts-1", "input": TEXT, "voice": "onyx", "response_format": "wav"}),
+                    "-o", str(out)], check=True)
+    status, body = curl(f"{server.base_url}/v1/openai/audio/transcriptions", "-H", f"Authorization: Bearer {server.token}",
+                        "-F", f"file=@{out}", "-F", "model=whisper-1")
+    assert status == 200 and word_error_rate(TEXT, body["text"]) <= 0.15
+    status, voices = curl(f"{server.base_url}/v1/voices", "-H", f"xi-api-key: {server.token}")
+    assert status == 200 and voices["voices"][0]["voice_id"] == "en_US-joe-medium"
+    subprocess.run(["curl", "-sS", "-f", f"{server.base_url}/v1/text-to-speech/en_US-joe-medium/stream",
+                    "-H", f"xi-api-key: {server.token}", "-H", "Content-Type: application/json",
+                    "-d", json.dumps({"text": TEXT}), "-o", str(tmp_path / "eleven.mp3")], check=True)
+    status, body = curl(f"{server.base_url}/v1/openai/audio/transcriptions", "-H", f"Authorization: Bearer {server.token}",
+                        "-F", f"file=@{tmp_path / 'eleven.mp3'}", "-F", "model=whisper-1")
+    assert status == 200 and word_error_rate(TEXT, body["text"]) <= 0.15

@@ -58,7 +58,8 @@ def _ms(moment: datetime) -> int:
 
 
 def _units(pricing_type: str | None, row) -> int:
-    """The units an item is billed in: tokens, seconds (of runtime or of input audio) or images."""
+    """The units an item is billed in: tokens, seconds (of runtime or of input audio), images or
+    characters (of text to speak)."""
     if pricing_type == "tokens":
         return int(row.input_tokens or 0) + int(row.output_tokens or 0)
     if pricing_type == "time":
@@ -67,6 +68,8 @@ def _units(pricing_type: str | None, row) -> int:
         return round(row.input_seconds or 0)
     if pricing_type == "image_units":
         return round(row.images or 0)
+    if pricing_type == "input_characters":
+        return int(row.input_characters or 0)
     return int(row.input_tokens or 0)
 
 
@@ -93,6 +96,7 @@ async def bill(db: Database, *, start: tuple[int, int], end: tuple[int, int] | N
                        func.sum(UsageRecord.output_tokens).label("output_tokens"),
                        func.sum(UsageRecord.seconds).label("seconds"),
                        func.sum(UsageRecord.input_seconds).label("input_seconds"),
+                       func.sum(UsageRecord.input_characters).label("input_characters"),
                        func.sum(UsageRecord.images).label("images"),
                        func.sum(UsageRecord.cost_nano_usd).label("cost_nano_usd"))
                 .where(UsageRecord.created_at >= fr, UsageRecord.created_at < to)

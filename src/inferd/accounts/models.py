@@ -79,6 +79,7 @@ class UsageRecord(Base):
     images: Mapped[float] = mapped_column(Float, default=0.0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     input_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    input_characters: Mapped[int] = mapped_column(Integer, default=0)
     cost_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     runtime_ms: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))

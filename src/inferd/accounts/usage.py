@@ -38,6 +38,7 @@ class UsageRow:
     images: float = 0.0
     seconds: float = 0.0
     input_seconds: float = 0.0
+    input_characters: int = 0
     cost_nano_usd: int = 0
     runtime_ms: int = 0
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))

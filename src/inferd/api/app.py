@@ -17,7 +17,7 @@ from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import accounts, anthropic, cohere, inference, infinity, openai, platform, system
+from inferd.api import accounts, anthropic, cohere, elevenlabs, inference, infinity, openai, platform, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
@@ -30,6 +30,7 @@ from inferd.serving.metering import Meter
 from inferd.serving.prompt import PromptPipeline
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
+from inferd.serving.synthesis import SynthesisService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -72,6 +73,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         generation=GenerationService(pool, meter, prompts),
         rerank=RerankService(pool, meter, settings),
         speech=SpeechService(pool, meter, settings),
+        synthesis=SynthesisService(pool, meter, settings),
     )
 
 
@@ -129,6 +131,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     app.include_router(platform.router)
     app.include_router(accounts.router)
     app.include_router(anthropic.router, prefix="/anthropic")
+    app.include_router(elevenlabs.router)
     prefix = settings.infinity_prefix.rstrip("/")
     app.include_router(infinity.router, prefix=prefix)
     if prefix:

@@ -53,21 +53,21 @@ def limit_body(request: Request, limit: int) -> None:
     request._receive = counted
 
 
-def presented_token(request: Request, api_key_header: bool) -> str:
-    """The token a request carries: ``Authorization: Bearer`` everywhere, and where the surface's
-    clients send it there (Anthropic's API reference, curl examples and several of its clients),
-    ``x-api-key``."""
+def presented_token(request: Request, api_key_header: str | None) -> str:
+    """The token a request carries: ``Authorization: Bearer`` everywhere, and on a surface whose
+    clients send it in a header of their own, that header (``x-api-key``: Anthropic's API
+    reference, curl examples and several of its clients; ``xi-api-key``: ElevenLabs' clients)."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and secret.strip():
         return secret.strip()
-    if api_key_header and (key := request.headers.get("x-api-key", "").strip()):
+    if api_key_header and (key := request.headers.get(api_key_header, "").strip()):
         return key
-    where = "`x-api-key: <token>` or `Authorization: Bearer <token>`" if api_key_header else \
+    where = f"`{api_key_header}: <token>` or `Authorization: Bearer <token>`" if api_key_header else \
         "`Authorization: Bearer <token>`"
     raise Unauthorized(f"Missing API token: send {where}")
 
 
-async def verified_token(request: Request, state: AppState, api_key_header: bool) -> TokenInfo:
+async def verified_token(request: Request, state: AppState, api_key_header: str | None) -> TokenInfo:
     """The request's token, verified: known, not expired, its account enabled, used from an
     allowed address. A scoped token (``jwt:...``) has its parent token's rights, narrowed."""
     secret = presented_token(request, api_key_header)
@@ -102,7 +102,7 @@ def _audio_model(request: Request, state: AppState) -> bool:
         return False
 
 
-async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: bool = False,
+async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_key_header: str | None = None,
                 audio: bool = False, by_model: bool = False) -> None:
     """Everything that can be decided from the headers, before a byte of the body is read."""
     state: AppState = request.app.state.inferd

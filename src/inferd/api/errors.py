@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferd.api.responses import FastJSONResponse
-from inferd.api.routing import ANTHROPIC, COHERE, NATIVE, OPENAI, PLATFORM, dialect_of
+from inferd.api.routing import ANTHROPIC, COHERE, ELEVENLABS, NATIVE, OPENAI, PLATFORM, dialect_of
 from inferd.errors import InferdError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def error_response(
         body = {"message": message}
     elif dialect == ANTHROPIC:
         body = {"type": "error", "error": {"type": kind, "message": message}}
+    elif dialect == ELEVENLABS:
+        body = {"detail": {"status": code or kind, "message": message}}
     else:
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     headers = {"Retry-After": str(int(max(1, round(retry_after))))} if retry_after is not None else None

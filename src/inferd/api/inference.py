@@ -32,6 +32,8 @@ from inferd.protocol.inference import (
     SpeechRecognitionOut,
     TextGenerationIn,
     TextGenerationOut,
+    TextToSpeechIn,
+    TextToSpeechOut,
 )
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, native_body
@@ -40,6 +42,7 @@ from inferd.serving.rerank import RerankQuery
 from inferd.serving.rerank import native_body as rerank_body
 from inferd.serving.speech import SpeechQuery, from_data_url
 from inferd.serving.speech import native_body as speech_body
+from inferd.serving.synthesis import AudioFormat, SpeakQuery, collect, native_speech_body
 
 router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
 
@@ -138,14 +141,26 @@ async def speech_recognition(request: Request, payload: dict, ref: ModelRef, ctx
     return FastJSONResponse(speech_body(transcript, ctx, words=query.words))
 
 
+async def text_to_speech(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    if "text" not in payload and isinstance(payload.get("input"), str):  # the OpenAI field name
+        payload["text"] = payload["input"]
+    body: TextToSpeechIn = _validated(TextToSpeechIn, payload)
+    query = SpeakQuery(model=ref.spec.id, version=ref.version.name, text=body.text, voice=body.preset_voice,
+                       speed=body.speed, fmt=AudioFormat(body.output_format))
+    spoken = await state.synthesis.speak(query, ctx)
+    audio = await cancellable(request, collect(spoken))
+    return FastJSONResponse(native_speech_body(spoken, audio, ctx))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
     Task.RERANKER: reranker,
     Task.AUTOMATIC_SPEECH_RECOGNITION: speech_recognition,
+    Task.TEXT_TO_SPEECH: text_to_speech,
 }
-_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn)
-_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut)
+_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn)
+_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut)
 
 _OPENAPI = {
     "requestBody": {

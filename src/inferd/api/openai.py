@@ -12,7 +12,7 @@ from inferd.api.disconnect import cancellable
 from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import OPENAI, dialect_route
 from inferd.api.state import AppState, app_state
-from inferd.api.streaming import sse_response
+from inferd.api.streaming import bytes_response, sse_response
 from inferd.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -20,6 +20,7 @@ from inferd.protocol.openai import (
     EmbeddingResponse,
     ErrorResponse,
     ModelList,
+    SpeechRequest,
 )
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, openai_body
@@ -27,6 +28,7 @@ from inferd.serving.openai_chat import chat_chunks, chat_response, start_chat
 from inferd.serving.openai_completions import completion_chunks, completion_response, start_completion
 from inferd.serving.models import openai_models
 from inferd.serving.speech import SpeechQuery, openai_events
+from inferd.serving.synthesis import AudioFormat, SpeakQuery, speech_events
 from inferd.serving.speech import openai_body as speech_body
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 503)}
@@ -143,3 +145,21 @@ async def create_translation(
     """Translate speech into English text (a multilingual whisper model)."""
     query = SpeechQuery(model=model, audio=file.file, task="translate", prompt=prompt, temperature=temperature)
     return await _speech(request, query, ctx, state, response_format, [], False)
+
+
+@router.post("/audio/speech", response_class=FastJSONResponse,
+             responses={200: {"content": {m: {} for m in ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac",
+                                                          "audio/wav", "audio/pcm", "text/event-stream")}}})
+async def create_speech(
+    body: SpeechRequest,
+    request: Request,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Speak text (text to speech), streamed as it is made, sentence by sentence."""
+    query = SpeakQuery(model=body.model, text=body.input, voice=body.voice, speed=body.speed,
+                       fmt=AudioFormat(body.response_format))
+    spoken = await state.synthesis.speak(query, ctx)
+    if body.stream_format == "sse":
+        return await sse_response(request, speech_events(spoken))
+    return await bytes_response(request, spoken.chunks, query.fmt.media_type)

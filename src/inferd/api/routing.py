@@ -29,6 +29,8 @@ INFINITY = "infinity"
 COHERE = "cohere"
 ANTHROPIC = "anthropic"
 PLATFORM = "platform"
+ELEVENLABS = "elevenlabs"
+_KEY_HEADERS = {ANTHROPIC: "x-api-key", ELEVENLABS: "xi-api-key"}
 
 
 def _calls(dependant: Dependant) -> set[Callable]:
@@ -46,7 +48,7 @@ class DialectRoute(APIRoute):
         calls = _calls(self.dependant)
         self.needs_token = bool(calls & {authenticated, admin})
         self.needs_admin = admin in calls
-        self.api_key_header = self.dialect == ANTHROPIC  # Anthropic's clients send `x-api-key`
+        self.api_key_header = _KEY_HEADERS.get(self.dialect)  # where the surface's clients send the token
         self.audio = audio_upload in calls  # the body is audio: its own size limit
         self.by_model = model_upload in calls  # audio when the model's task takes audio
 

@@ -20,6 +20,7 @@ from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
+from inferd.serving.synthesis import SynthesisService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -42,6 +43,7 @@ class AppState:
     generation: GenerationService
     rerank: RerankService
     speech: SpeechService
+    synthesis: SynthesisService
 
 
 async def app_state(request: Request) -> AppState:

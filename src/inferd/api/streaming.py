@@ -96,3 +96,31 @@ async def sse_response(request: Request, events: AsyncIterator[dict]) -> Streami
             yield DONE
 
     return SSEResponse(body(), media_type="text/event-stream", headers=_HEADERS)
+
+
+async def bytes_response(request: Request, chunks: AsyncIterator[bytes], media_type: str) -> StreamingResponse:
+    """Stream bytes as they are made (audio); the first chunk is awaited first, so an error before
+    any output keeps its status. An error later cuts the stream short (the body cannot change
+    its status); a client that leaves stops the work."""
+    try:
+        first = await cancellable(request, anext(chunks))
+    except StopAsyncIteration:
+        first = b""
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in chunks:
+                if chunk:
+                    yield chunk
+        except InferdError as exc:
+            log.warning("stream cut short: %s", exc.message)
+        except Exception:  # noqa: BLE001 - the stream has started: report, don't crash
+            log.exception("stream failed")
+        finally:
+            await chunks.aclose()
+
+    return SSEResponse(body(), media_type=media_type, headers=_HEADERS)

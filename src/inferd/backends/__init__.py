@@ -17,6 +17,8 @@ REGISTRY: dict[str, str] = {
     "transformers": "inferd.backends.transformers_lm:TransformersLMBackend",
     "vllm": "inferd.backends.vllm:VLLMBackend",
     "faster-whisper": "inferd.backends.whisper:WhisperBackend",
+    "piper": "inferd.backends.piper_tts:PiperBackend",
+    "kokoro": "inferd.backends.kokoro_tts:KokoroBackend",
 }
 
 

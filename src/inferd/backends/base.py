@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,3 +179,31 @@ class SpeechRecognitionBackend(Backend):
     @abstractmethod
     def restore(self, segments: list[dict], speech: list[dict]) -> list[dict]:
         """Map times of chunks cut from ``speech`` back to the original audio's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """One voice a text-to-speech model speaks with."""
+
+    id: str
+    name: str
+    language: str = "en-us"
+    gender: str | None = None
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n{2,}")
+
+
+class SpeechSynthesisBackend(Backend):
+    """Text to speech, run by the synthesis engine: one sentence at a time, so audio streams."""
+
+    sample_rate: int
+    voices: list[Voice]
+
+    def sentences(self, text: str) -> list[str]:
+        """The text cut where the voice pauses (sentence ends, blank lines), in order."""
+        return [p.strip() for p in _SENTENCE_END.split(text.strip()) if p.strip()]
+
+    @abstractmethod
+    def synthesize(self, sentence: str, voice: str, speed: float) -> np.ndarray:
+        """One sentence as mono int16 samples at ``sample_rate``; thread-safe."""

@@ -27,6 +27,7 @@ class Units:
     images: float = 0.0  # image units
     seconds: float = 0.0  # runtime seconds
     input_seconds: float = 0.0  # seconds of input audio
+    input_characters: int = 0  # characters of input text (text to speech)
 
 
 def _exact(value: float | int) -> Decimal:
@@ -93,8 +94,16 @@ class ImageUnitsPricing(_Pricing):
         return _exact(units.images) * self.cents_per_image_unit
 
 
+class InputCharactersPricing(_Pricing):
+    type: Literal["input_characters"] = "input_characters"
+    cents_per_input_character: Cents = Decimal(0)
+
+    def cost_cents(self, units: Units) -> Decimal:
+        return _exact(units.input_characters) * self.cents_per_input_character
+
+
 Pricing = Annotated[
-    TokensPricing | InputTokensPricing | TimePricing | InputLengthPricing | ImageUnitsPricing,
+    TokensPricing | InputTokensPricing | TimePricing | InputLengthPricing | ImageUnitsPricing | InputCharactersPricing,
     Field(discriminator="type"),
 ]
 

@@ -8,6 +8,7 @@ subclasses; the serving layer gets an engine from the pool and never knows the r
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from enum import StrEnum
 from typing import Any, Protocol
@@ -77,3 +78,14 @@ class Engine(ABC):
 
     def stats(self) -> dict[str, Any]:
         return {"state": self.state.value, "error": self.error}
+
+
+def settle(future: asyncio.Future, result: Any) -> None:
+    """Hand a worker thread's result (or exception) to its waiting request, on the loop's thread
+    (``loop.call_soon_threadsafe(settle, future, result)``); a request that left is skipped."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from inferd.backends.base import ChunkText, SpeechChunk, SpeechRecognitionBackend
 from inferd.catalog import ModelRef
-from inferd.engine.base import Engine, EngineObserver, EngineState, NullObserver
-from inferd.errors import EngineError, InvalidRequest, ModelUnavailable, Overloaded
+from inferd.engine.base import EngineObserver
+from inferd.engine.queued import Job, QueuedEngine
+from inferd.errors import EngineError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,60 +52,17 @@ class Transcribed:
 
 
 @dataclass(slots=True)
-class _Job:
-    chunk: SpeechChunk
-    key: tuple  # jobs with one key decode the same way: they may share a batch
-    loop: asyncio.AbstractEventLoop
-    done: asyncio.Future
-    cancelled: bool = False
-    queued_at: float = field(default_factory=time.monotonic)
+class _Job(Job):
+    chunk: SpeechChunk | None = None
+    key: tuple = ()  # jobs with one key decode the same way: they may share a batch
 
 
-class SpeechEngine(Engine):
+class SpeechEngine(QueuedEngine):
+    unit = "chunks of audio"
+
     def __init__(self, ref: ModelRef, backend: SpeechRecognitionBackend, observer: EngineObserver | None = None):
-        super().__init__(ref)
-        self.backend = backend
-        self.observer = observer or NullObserver()
-        limits = ref.spec.limits
-        self.max_batch_size = limits.max_batch_size
-        self.queue_size = limits.queue_size
-        self._queue: deque[_Job] = deque()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        try:
-            await asyncio.to_thread(self.backend.load)
-        except Exception as exc:  # noqa: BLE001 - reported through state
-            log.exception("model %s failed to load", self.name)
-            self.state, self.error = EngineState.FAILED, f"{type(exc).__name__}: {exc}"
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"speech:{self.name}", daemon=True)
-        self._thread.start()
-        self.state, self.error = EngineState.READY, None
-
-    async def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            pending, self._queue = list(self._queue), deque()
-            self._cond.notify_all()
-        for job in pending:
-            job.loop.call_soon_threadsafe(_settle, job.done, ModelUnavailable(f"model {self.name} stopped"))
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 30)
-            self._thread = None
-        if self.state is not EngineState.FAILED:
-            self.state = EngineState.STOPPED
-
-    def check(self) -> str | None:
-        if self._thread is not None and not self._thread.is_alive():
-            return "its scheduler thread died"
-        return None
-
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "queued_chunks": len(self._queue)}
+        super().__init__(ref, backend, observer, workers=1)  # one batch at a time, on every core
+        self.max_batch_size = ref.spec.limits.max_batch_size
 
     @property
     def multilingual(self) -> bool:
@@ -138,7 +94,7 @@ class SpeechEngine(Engine):
                     features = await asyncio.to_thread(self.backend.features, request.audio, plan)
                     chunk = SpeechChunk(features, plan["offset"], plan["duration"], request.task, language,
                                         request.prompt, request.words)
-                    window.append(self._submit(_Job(chunk, key, loop, loop.create_future())))
+                    window.append(self._submit(_Job(loop, loop.create_future(), chunk=chunk, key=key)))
                 job = window.popleft()
                 text: ChunkText = await job.done
                 yield Transcribed(text.language, text.language_probability, self.backend.restore(text.segments, speech))
@@ -146,28 +102,14 @@ class SpeechEngine(Engine):
             for job in window:  # the client left (or a chunk failed): the rest is not decoded
                 job.cancelled = True
 
-    def _submit(self, job: _Job) -> _Job:
-        with self._cond:
-            if self._stopping:
-                raise ModelUnavailable(f"model {self.name} is stopping")
-            if len(self._queue) >= self.queue_size:
-                raise Overloaded(f"model {self.name} has {len(self._queue)} chunks of audio waiting; retry shortly",
-                                 retry_after=1)
-            self._queue.append(job)
-            self._cond.notify()
-        self.observer.queue_depth(self.name, len(self._queue))
-        return job
-
     # --- the scheduler thread
 
     def _take(self) -> list[_Job]:
         """The oldest live job and up to ``max_batch_size - 1`` more that decode the same way."""
-        while self._queue and self._queue[0].cancelled:
-            self._queue.popleft()
-        if not self._queue:
-            return []
-        first = self._queue.popleft()
-        batch, rest = [first], deque()
+        batch = super()._take()
+        if not batch:
+            return batch
+        first, rest = batch[0], deque()
         while self._queue and len(batch) < self.max_batch_size:
             job = self._queue.popleft()
             if job.cancelled:
@@ -177,34 +119,13 @@ class SpeechEngine(Engine):
         self._queue = rest
         return batch
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping and not self._queue:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                batch = self._take()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                results: list[ChunkText | BaseException] = list(
-                    self.backend.transcribe([j.chunk for j in batch], batch[0].key[0]))
-            except Exception as exc:  # noqa: BLE001 - fail this batch's chunks; the engine goes on
-                log.exception("speech batch of %d chunks failed on %s", len(batch), self.name)
-                results = [EngineError(f"speech recognition failed: {exc}")] * len(batch)
-            seconds = time.perf_counter() - started
-            self.observer.batch_done(self.name, len(batch), int(sum(j.chunk.duration for j in batch)), seconds)
-            self.observer.queue_depth(self.name, len(self._queue))
-            for job, result in zip(batch, results, strict=True):
-                job.loop.call_soon_threadsafe(_settle, job.done, result)
-
-
-def _settle(future: asyncio.Future, result: Any) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+    def _work(self, batch: list[_Job]) -> list:
+        started = time.perf_counter()
+        try:
+            results: list = list(self.backend.transcribe([j.chunk for j in batch], batch[0].key[0]))
+        except Exception as exc:  # noqa: BLE001 - fail this batch's chunks; the engine goes on
+            log.exception("speech batch of %d chunks failed on %s", len(batch), self.name)
+            results = [EngineError(f"speech recognition failed: {exc}")] * len(batch)
+        self.observer.batch_done(self.name, len(batch), int(sum(j.chunk.duration for j in batch)),
+                                 time.perf_counter() - started)
+        return results

@@ -108,3 +108,20 @@ class SpeechRecognitionOut(WireModel):
     input_length_ms: int
     request_id: str
     inference_status: InferenceStatus
+
+
+class TextToSpeechIn(WireModel):
+    text: StrictStr = Field(description="the text to speak")
+    preset_voice: Annotated[str, Field(max_length=200)] | None = Field(None, description="a voice of the model")
+    output_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "wav"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    language_code: Annotated[str, Field(max_length=16)] | None = Field(None, description="accepted; the voice decides")
+    webhook: str | None = None
+
+
+class TextToSpeechOut(WireModel):
+    audio: str = Field(description="a data URL: data:audio/...;base64,...")
+    output_format: str
+    input_character_length: int
+    request_id: str
+    inference_status: InferenceStatus

@@ -62,6 +62,17 @@ class ErrorBody(WireModel):
     code: str | None = None
 
 
+class SpeechRequest(WireModel):
+    model: Annotated[str, Field(max_length=256)] | None = Field(None, description="default: the catalog's default voice model")
+    input: StrictStr = Field(description="the text to speak (at most max_speech_characters)")
+    voice: Annotated[str, Field(max_length=200)] | None = Field(
+        None, description="one of the model's voices, or an OpenAI voice name (alloy, echo, ...) mapped onto them")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    stream_format: Literal["audio", "sse"] = "audio"
+    instructions: Annotated[str, Field(max_length=4096)] | None = Field(None, description="accepted, not used")
+
+
 class ErrorResponse(WireModel):
     error: ErrorBody
 

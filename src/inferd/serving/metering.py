@@ -73,6 +73,7 @@ class Meter:
                 images=units.images,
                 seconds=units.seconds,
                 input_seconds=units.input_seconds,
+                input_characters=units.input_characters,
                 cost_nano_usd=charge.cost_nano_usd,
                 runtime_ms=charge.runtime_ms,
             )
