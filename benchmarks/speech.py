@@ -5,16 +5,18 @@ voice in process, and inferd (time to the first audio byte, and 8 clients at onc
     .venv/bin/python benchmarks/speech.py                       # everything
     .venv/bin/python benchmarks/speech.py --model tiny --rounds 1
 
-The load: --clients (16) clients at once, each sending --rounds clips of ~30 s (after one
+The load: --clients (16) clients at once, each sending --rounds clips of 30 s (after one
 warm-up request each); then one long file (--long-minutes, 10) sent alone. Speech is the
 shipped Piper voice reading sentences (as the tests do), so every system hears the same audio.
 Throughput is seconds of audio transcribed per second of wall time; for the long file, the
 real-time factor (wall seconds per audio second, lower is better).
 
 * ``in-process``: faster-whisper's ``BatchedInferencePipeline`` on the same model directory,
-  compute type and beam size, at batch sizes 4, 8 and 16: the clips of one round joined into
-  one file (so its voice-activity chunks are batched together, as well as one process can), and
-  the long file alone. The best figure is the ceiling inferd is held to (target >= 0.90).
+  compute type and beam size, at batch sizes 4, 8 and 16: the clips of one round decoded
+  together, one chunk per clip (``clip_timestamps``: two clips' audio never share a chunk, as
+  in a server), and the long file alone; with timestamps, as inferd decodes (the pipeline's
+  default leaves them out, one segment per chunk). The best figure is the ceiling inferd is held
+  to (target >= 0.90).
 * ``inferd``: ``inferd serve`` with the model, OpenAI's ``/v1/audio/transcriptions``.
 * ``fwserver``: ``faster-whisper-server`` (``make bench-peers``) with the same model, compute
   type, threads and beam, at ``--peer-batch`` (16; its batched pipeline, one request at a time).
@@ -93,20 +95,26 @@ def spoken_lines() -> dict[str, np.ndarray]:
 
 
 def clip(lines: dict[str, np.ndarray], seconds: float, seed: int) -> bytes:
-    """~``seconds`` of speech: lines in a shuffled order with short pauses, as a 16 kHz WAV."""
+    """``seconds`` of audio (a 16 kHz WAV): lines in a shuffled order with short pauses, as many as
+    fit, then silence to the end."""
     rng = random.Random(seed)
+    limit = int(seconds * RATE)
     pieces, total = [], 0
-    while total < seconds * RATE:
+    while True:
         pcm = lines[rng.choice(LINES)]
         pause = np.zeros(int(RATE * rng.uniform(0.3, 0.8)), np.int16)
+        if total + len(pcm) > limit:
+            break
         pieces += [pcm, pause]
         total += len(pcm) + len(pause)
+    audio = np.concatenate(pieces)[:limit]
+    audio = np.concatenate([audio, np.zeros(limit - len(audio), np.int16)])
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(np.concatenate(pieces).tobytes())
+        w.writeframes(audio.tobytes())
     return buffer.getvalue()
 
 
@@ -116,23 +124,32 @@ def duration(wav: bytes) -> float:
 
 
 def in_process(path: Path, clips: list[bytes], long: bytes, beam: int, threads: int) -> dict:
+    """The clips' chunks (one per clip: each is at most 30 s) decoded together by faster-whisper's
+    batched pipeline, at batch sizes 4, 8 and 16 (never mixing two clips' audio in one chunk, as a
+    server cannot); and the long file alone."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
     model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
     pipeline = BatchedInferencePipeline(model)
-    joined = np.concatenate([decode_audio(io.BytesIO(c)) for c in clips])
+    audio = [decode_audio(io.BytesIO(c)) for c in clips]
+    joined = np.concatenate(audio)
+    bounds, at = [], 0.0
+    for a in audio:
+        bounds.append({"start": at, "end": at + len(a) / RATE})
+        at += len(a) / RATE
     audio_s = len(joined) / RATE
-    list(pipeline.transcribe(decode_audio(io.BytesIO(clips[0])), batch_size=4, beam_size=beam)[0])  # warm up
+    list(pipeline.transcribe(audio[0], batch_size=4, beam_size=beam)[0])  # warm up
     rates = {}
     for batch in (4, 8, 16):
         began = time.perf_counter()
-        list(pipeline.transcribe(joined, batch_size=batch, beam_size=beam)[0])
+        list(pipeline.transcribe(joined, clip_timestamps=bounds, batch_size=batch, beam_size=beam,
+                                 without_timestamps=False)[0])
         rates[batch] = audio_s / (time.perf_counter() - began)
         print(f"  in-process batch {batch:2d}: {rates[batch]:6.1f} audio s/s", flush=True)
     best = max(rates, key=rates.get)
     long_audio = decode_audio(io.BytesIO(long))
     began = time.perf_counter()
-    list(pipeline.transcribe(long_audio, batch_size=best, beam_size=beam)[0])
+    list(pipeline.transcribe(long_audio, batch_size=best, beam_size=beam, without_timestamps=False)[0])
     rtf = (time.perf_counter() - began) / (len(long_audio) / RATE)
     print(f"  in-process long file: real-time factor {rtf:.4f} (batch {best})", flush=True)
     return {"system": "in-process", "audio_s_per_s": rates[best], "batch": best, "rates": rates, "long_rtf": rtf}
@@ -154,7 +171,9 @@ async def load(url: str, model: str, clips: list[bytes], clients: int, rounds: i
         return json.loads(body)["text"]
 
     timeout = aiohttp.ClientTimeout(total=3600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # a new connection per request: a server that blocks its event loop while it transcribes
+    # (faster-whisper-server does) closes idle keep-alive connections under a waiting client
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)) as session:
         await asyncio.gather(*(send(session, clips[i]) for i in range(clients)))  # warm-up
         latencies.clear()
         began = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -80,16 +81,26 @@ class QueuedEngine(Engine):
 
     def _submit(self, job: Job) -> Job:
         """Queue one job, or 429 when ``queue_size`` are waiting."""
+        return self._submit_all([job])[0]
+
+    def _submit_all(self, jobs: list) -> list:
+        """Queue jobs together (a worker that wakes finds them all), or none and 429 when they do
+        not fit under ``queue_size``."""
         with self._cond:
             if self._stopping:
                 raise ModelUnavailable(f"model {self.name} is stopping")
-            if len(self._queue) >= self.queue_size:
+            if len(self._queue) + len(jobs) > self.queue_size:
                 raise Overloaded(f"model {self.name} has {len(self._queue)} {self.unit} waiting; retry shortly",
                                  retry_after=1)
-            self._queue.append(job)
-            self._cond.notify()
+            self._queue.extend(jobs)
+            self._cond.notify(len(jobs))
         self.observer.queue_depth(self.name, len(self._queue))
-        return job
+        return jobs
+
+    def _hold_back(self) -> float:
+        """Seconds a worker waits for more work before taking what is queued (the lock is held;
+        asked again whenever the condition is notified): 0, take it now."""
+        return 0.0
 
     def _take(self) -> list:
         """The next work from the queue (the lock is held): the oldest live job by default."""
@@ -104,6 +115,9 @@ class QueuedEngine(Engine):
             with self._cond:
                 while not self._stopping and not self._queue:
                     self._cond.wait()
+                deadline = time.monotonic() + self._hold_back()
+                while not self._stopping and self._hold_back() and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
                 if self._stopping:
                     return
                 jobs = self._take()

@@ -1,12 +1,13 @@
 """The speech engine: speech to text for many requests at once.
 
-A request's audio (16 kHz mono samples, decoded by the serving layer) is cut into chunks of
-speech of up to 30 s (voice-activity detection, in a worker thread), and the chunks go to one
-queue shared by every request. A scheduler thread takes the oldest chunk and, with it, up to
-``max_batch_size`` waiting chunks that decode the same way (temperature, and for whisper the
-length of the initial prompt), and runs them
-through the model in one pass, whichever requests they come from. Each request keeps at most
-``max_batch_size`` chunks queued (an hour of audio does not hold its features all at once) and
+A request's audio is decoded (16 kHz mono), cut into chunks of speech of up to 30 s (voice
+activity) and turned into features on the engine's preparation threads, and its chunks go to
+one queue shared by every request. A scheduler thread takes the oldest chunk and, with it, up
+to ``max_batch_size`` waiting chunks that decode the same way (temperature, and for whisper the
+length of the initial prompt), and runs them through the model in one pass, whichever requests
+they come from; while requests are still preparing chunks, a part-filled batch waits for them
+(up to ``BATCH_WAIT_S``). Each request keeps at most two batches' worth of chunks queued (an
+hour of audio does not hold its features all at once; alone, it still fills every batch) and
 receives its chunks' text in order, as soon as each is done; a request that leaves has its
 waiting chunks dropped. Queued chunks past ``queue_size`` answer 429.
 """
@@ -15,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class SpeechRequest:
-    audio: np.ndarray  # float32, 16 kHz mono
+    audio: np.ndarray | Callable[[], np.ndarray]  # float32, 16 kHz mono; or what decodes it (run by the engine)
     task: str = "transcribe"
     language: str | None = None
     prompt: str | None = None
@@ -59,10 +64,33 @@ class _Job(Job):
 
 class SpeechEngine(QueuedEngine):
     unit = "chunks of audio"
+    # how long a part-filled batch waits for chunks that requests are still preparing (decoding,
+    # cutting, features): a pass over 30-s chunks costs seconds, and one chunk alone costs twice
+    # per chunk what a batch of 16 does
+    BATCH_WAIT_S = 1.0
 
     def __init__(self, ref: ModelRef, backend: SpeechRecognitionBackend, observer: EngineObserver | None = None):
         super().__init__(ref, backend, observer, workers=1)  # one batch at a time, on every core
         self.max_batch_size = ref.spec.limits.max_batch_size
+        # decoding, cutting and features: a thread per core (a part-filled batch waits for them, so
+        # the cores are theirs meanwhile; later, a chunk's features cost ~3 % of its decoding)
+        self._prepare = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix=f"speech-prepare:{ref.spec.id}")
+        self._preparing = 0  # requests preparing chunks now (the lock guards it)
+
+    @contextmanager
+    def _getting_ready(self):
+        with self._cond:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify_all()
+
+    def _hold_back(self) -> float:
+        live = sum(not job.cancelled for job in self._queue)
+        return self.BATCH_WAIT_S if self._preparing and live < self.max_batch_size else 0.0
 
     @property
     def multilingual(self) -> bool:
@@ -83,24 +111,41 @@ class SpeechEngine(QueuedEngine):
         self.check_request(request)
         language = request.language if self.backend.multilingual else "en"
         key = (request.temperature, self.backend.batch_key(request.prompt))
-        planned, speech = await asyncio.to_thread(self.backend.chunk, request.audio, vad=request.vad)
         loop = asyncio.get_running_loop()
+        # decoding, cutting and features run on the engine's preparation threads; meanwhile a
+        # part-filled batch waits for them
         window: deque[_Job] = deque()
-        pending = deque(planned)
         try:
+            with self._getting_ready():
+                if callable(request.audio):
+                    request.audio = await loop.run_in_executor(self._prepare, request.audio)
+                planned, speech = await loop.run_in_executor(self._prepare, partial(self.backend.chunk, request.audio,
+                                                                                      vad=request.vad))
+                pending = deque(planned)
+                await self._refill(window, pending, request, key, language)
             while pending or window:
-                while pending and len(window) < self.max_batch_size:
-                    plan = pending.popleft()
-                    features = await asyncio.to_thread(self.backend.features, request.audio, plan)
-                    chunk = SpeechChunk(features, plan["offset"], plan["duration"], request.task, language,
-                                        request.prompt, request.words)
-                    window.append(self._submit(_Job(loop, loop.create_future(), chunk=chunk, key=key)))
+                # up to two batches queued: a full batch by a request alone while the last one decodes
+                if pending and len(window) <= self.max_batch_size:
+                    with self._getting_ready():
+                        await self._refill(window, pending, request, key, language)
                 job = window.popleft()
                 text: ChunkText = await job.done
                 yield Transcribed(text.language, text.language_probability, self.backend.restore(text.segments, speech))
         finally:
             for job in window:  # the client left (or a chunk failed): the rest is not decoded
                 job.cancelled = True
+
+    async def _refill(self, window: deque, pending: deque, request: SpeechRequest, key: tuple, language) -> None:
+        loop = asyncio.get_running_loop()
+        plans = [pending.popleft() for _ in range(min(2 * self.max_batch_size - len(window), len(pending)))]
+        if not plans:
+            return
+        features = await loop.run_in_executor(
+            self._prepare, lambda: [self.backend.features(request.audio, p) for p in plans])
+        window.extend(self._submit_all([
+            _Job(loop, loop.create_future(), key=key,
+                 chunk=SpeechChunk(f, p["offset"], p["duration"], request.task, language, request.prompt, request.words))
+            for p, f in zip(plans, features, strict=True)]))
 
     # --- the scheduler thread
 

@@ -9,7 +9,6 @@ audio (pricing ``input_length``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
@@ -17,6 +16,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -126,22 +126,25 @@ class SpeechService:
         assert isinstance(engine, SpeechEngine)
         if query.temperature < 0 or query.temperature > 1:
             raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
-        request = SpeechRequest(np.empty(0, np.float32), query.task, _language(query.language), query.prompt,
-                                query.temperature, query.words)
+        # decoded by the engine, on its preparation thread, when the request's turn comes
+        decode = partial(decode_audio, query.audio, self._max_seconds, self.max_bytes)
+        request = SpeechRequest(decode, query.task, _language(query.language), query.prompt, query.temperature,
+                                query.words)
         engine.check_request(request)
-        request.audio = await asyncio.to_thread(decode_audio, query.audio, self._max_seconds, self.max_bytes)
-        duration = request.audio.size / RATE
-        transcript = Transcript(engine.ref, query.task, duration)
+        transcript = Transcript(engine.ref, query.task, 0.0)
         async with self._meter.track(ctx, engine.ref) as metered:
             first = True
             async for piece in engine.transcribe(request):
+                transcript.duration = request.audio.size / RATE  # decoded by now
+                metered.consume(Units(input_seconds=transcript.duration))
                 added = _numbered(piece, len(transcript.segments))
                 if first:
                     transcript.language, first = piece.language, False
                 transcript.segments += added
                 yield transcript, added
+            transcript.duration = request.audio.size / RATE
             request.audio = np.empty(0, np.float32)  # the samples are not needed past here
-            transcript.charge = metered.charge(Units(input_seconds=duration))
+            transcript.charge = metered.charge(Units(input_seconds=transcript.duration))
         yield transcript, []
 
     async def transcribe(self, query: SpeechQuery, ctx: RequestContext) -> Transcript:
