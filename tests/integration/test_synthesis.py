@@ -18,7 +18,7 @@ from inferd.accounts.models import UsageRecord
 from inferd.catalog import Task, load_catalog
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from inferd.serving.speech import decode_audio
+from inferd.serving.speech import decode_blocks
 from tests.audio import word_error_rate
 from tests.conftest import ADMIN_TOKEN, make_settings, start_app
 
@@ -80,7 +80,7 @@ async def test_sse_stream_format(tts):
                 events.append(json.loads(line[6:]))
     assert {e["type"] for e in events[:-1]} == {"speech.audio.delta"} and events[-1]["type"] == "speech.audio.done"
     audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
-    assert decode_audio(audio, 60, 1 << 30).size > 16000
+    assert sum(block.size for block in decode_blocks(audio, 60, 1 << 30)) > 16000
 
 
 async def test_elevenlabs_routes_and_their_key_header(tts):

@@ -159,13 +159,13 @@ class SpeechRecognitionBackend(Backend):
     multilingual: bool
 
     @abstractmethod
-    def chunk(self, audio: np.ndarray, *, vad: bool = True) -> tuple[list[dict], list[dict]]:
-        """Plan the cutting of 16 kHz mono audio into ≤ ``chunk_seconds`` pieces of speech:
-        ([{offset, duration, segments}], the speech timestamps ``restore`` maps times back with)."""
+    def speech(self, audio: np.ndarray, *, vad: bool = True) -> list[dict]:
+        """Where 16 kHz mono audio holds speech: [{start, end}] in samples, each at most
+        ``chunk_seconds`` (with ``vad`` off: the audio in windows of ``chunk_seconds``)."""
 
     @abstractmethod
     def features(self, audio: np.ndarray, chunk: dict) -> np.ndarray:
-        """The model's input for one planned chunk (made when the chunk is queued, not before)."""
+        """The model's input for one chunk: ``chunk["segments"]`` (samples of ``audio``) joined."""
 
     def batch_key(self, prompt: str | None) -> object:
         """Chunks whose prompts give the same key may share a batch (whisper on CTranslate2: the

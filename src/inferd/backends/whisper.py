@@ -96,31 +96,16 @@ class WhisperBackend(SpeechRecognitionBackend):
 
         return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
 
-    # --- cutting audio into chunks (runs in the request's thread, not the engine's)
+    # --- cutting audio into chunks (the engine's preparation threads)
 
-    def chunk(self, audio: np.ndarray, *, vad: bool = True):
+    def speech(self, audio: np.ndarray, *, vad: bool = True) -> list[dict]:
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-        rate, limit = self.sampling_rate, self.chunk_seconds * self.sampling_rate
         if vad:
-            speech = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=self.chunk_seconds,
-                                                              min_silence_duration_ms=160))
-        else:
-            speech = [{"start": s, "end": min(s + limit, len(audio))} for s in range(0, len(audio), limit)]
-        # speech segments joined into chunks of at most 30 s, as faster-whisper's collect_chunks
-        # does, without copying the audio yet
-        chunks, current, length, offset = [], [], 0, 0
-        for piece in speech:
-            size = piece["end"] - piece["start"]
-            if current and length + size > limit:
-                chunks.append({"offset": offset / rate, "duration": length / rate, "segments": current})
-                offset += length
-                current, length = [], 0
-            current.append(piece)
-            length += size
-        if current:
-            chunks.append({"offset": offset / rate, "duration": length / rate, "segments": current})
-        return chunks, speech
+            return get_speech_timestamps(audio, VadOptions(max_speech_duration_s=self.chunk_seconds,
+                                                           min_silence_duration_ms=160))
+        limit = self.chunk_seconds * self.sampling_rate
+        return [{"start": s, "end": min(s + limit, len(audio))} for s in range(0, len(audio), limit)]
 
     def features(self, audio: np.ndarray, chunk: dict) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim

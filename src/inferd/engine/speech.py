@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -38,13 +38,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class SpeechRequest:
-    audio: np.ndarray | Callable[[], np.ndarray]  # float32, 16 kHz mono; or what decodes it (run by the engine)
+    # float32 16 kHz mono samples, or what decodes them block by block (the engine runs it)
+    audio: np.ndarray | Callable[[], Iterator[np.ndarray]]
     task: str = "transcribe"
     language: str | None = None
     prompt: str | None = None
     temperature: float = 0.0
     words: bool = False
     vad: bool = True
+    seconds: float = 0.0  # of audio decoded so far (set by the engine)
 
 
 @dataclass(slots=True)
@@ -60,6 +62,67 @@ class Transcribed:
 class _Job(Job):
     chunk: SpeechChunk | None = None
     key: tuple = ()  # jobs with one key decode the same way: they may share a batch
+
+
+class _Cutter:
+    """A request's audio cut into chunks block by block, so a long file never lies whole in
+    memory: each block joins what the last left over, voice activity is found in it, and the
+    speech is grouped into chunks of at most ``chunk_seconds``; the last group of a block waits for
+    the next block (its speech may go on). Chunks carry their features; times are kept in samples
+    of the whole audio (``speech``) for ``restore``."""
+
+    def __init__(self, backend: SpeechRecognitionBackend, blocks: Iterator[np.ndarray], request: SpeechRequest):
+        self.backend = backend
+        self.blocks = blocks
+        self.request = request
+        self.rate = backend.sampling_rate
+        self.limit = backend.chunk_seconds * self.rate
+        self.buffer = np.empty(0, np.float32)
+        self.base = 0  # where the buffer starts in the whole audio (samples)
+        self.speech: list[dict] = []  # the speech of every chunk cut so far (samples of the whole audio)
+        self.spoken = 0  # samples of speech in those chunks
+        self.ready: deque[tuple[dict, np.ndarray]] = deque()
+        self.exhausted = False  # every block read, every chunk cut
+
+    def take(self, n: int) -> list[tuple[dict, np.ndarray]]:
+        """Up to ``n`` chunks, reading blocks as needed (a preparation thread)."""
+        while len(self.ready) < n and not self.exhausted:
+            block = next(self.blocks, None)
+            if block is not None:
+                self.request.seconds += len(block) / self.rate
+            self._cut(block)
+        return [self.ready.popleft() for _ in range(min(n, len(self.ready)))]
+
+    def _cut(self, block: np.ndarray | None) -> None:
+        last = block is None
+        if not last:
+            self.buffer = np.concatenate([self.buffer, block]) if self.buffer.size else block
+        segments = self.backend.speech(self.buffer, vad=self.request.vad) if self.buffer.size else []
+        groups, current, length = [], [], 0
+        for piece in segments:
+            size = piece["end"] - piece["start"]
+            if current and length + size > self.limit:
+                groups.append(current)
+                current, length = [], 0
+            current.append(piece)
+            length += size
+        if current:
+            groups.append(current)
+        if last:
+            cut, self.exhausted = len(self.buffer), True
+        elif groups:
+            cut = groups.pop()[0]["start"]  # the last group may go on in the next block
+        else:
+            cut = max(0, len(self.buffer) - self.rate)  # no speech: keep a second, speech may start there
+        for group in groups:
+            length = sum(p["end"] - p["start"] for p in group)
+            chunk = {"offset": self.spoken / self.rate, "duration": length / self.rate,
+                     "segments": [{"start": p["start"] + self.base, "end": p["end"] + self.base} for p in group]}
+            self.ready.append((chunk, self.backend.features(self.buffer, {"segments": group})))
+            self.speech += chunk["segments"]
+            self.spoken += length
+        self.buffer = self.buffer[cut:]
+        self.base += cut
 
 
 class SpeechEngine(QueuedEngine):
@@ -111,41 +174,41 @@ class SpeechEngine(QueuedEngine):
         self.check_request(request)
         language = request.language if self.backend.multilingual else "en"
         key = (request.temperature, self.backend.batch_key(request.prompt))
-        loop = asyncio.get_running_loop()
-        # decoding, cutting and features run on the engine's preparation threads; meanwhile a
-        # part-filled batch waits for them
+        # decoding, cutting and features run on the engine's preparation threads, block by block;
+        # meanwhile a part-filled batch waits for them
+        blocks = request.audio() if callable(request.audio) else iter([request.audio])
+        cutter = _Cutter(self.backend, blocks, request)
         window: deque[_Job] = deque()
         try:
             with self._getting_ready():
-                if callable(request.audio):
-                    request.audio = await loop.run_in_executor(self._prepare, request.audio)
-                planned, speech = await loop.run_in_executor(self._prepare, partial(self.backend.chunk, request.audio,
-                                                                                      vad=request.vad))
-                pending = deque(planned)
-                await self._refill(window, pending, request, key, language)
-            while pending or window:
+                await self._refill(window, cutter, key, language)
+            while window:
                 # up to two batches queued: a full batch by a request alone while the last one decodes
-                if pending and len(window) <= self.max_batch_size:
+                if not cutter.exhausted and len(window) <= self.max_batch_size:
                     with self._getting_ready():
-                        await self._refill(window, pending, request, key, language)
+                        await self._refill(window, cutter, key, language)
                 job = window.popleft()
                 text: ChunkText = await job.done
-                yield Transcribed(text.language, text.language_probability, self.backend.restore(text.segments, speech))
+                yield Transcribed(text.language, text.language_probability,
+                                  self.backend.restore(text.segments, cutter.speech))
         finally:
             for job in window:  # the client left (or a chunk failed): the rest is not decoded
                 job.cancelled = True
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                try:
+                    close()  # the decoder's file
+                except ValueError:  # still decoding on a preparation thread: it closes when collected
+                    pass
 
-    async def _refill(self, window: deque, pending: deque, request: SpeechRequest, key: tuple, language) -> None:
+    async def _refill(self, window: deque, cutter: _Cutter, key: tuple, language) -> None:
         loop = asyncio.get_running_loop()
-        plans = [pending.popleft() for _ in range(min(2 * self.max_batch_size - len(window), len(pending)))]
-        if not plans:
-            return
-        features = await loop.run_in_executor(
-            self._prepare, lambda: [self.backend.features(request.audio, p) for p in plans])
+        request = cutter.request
+        cut = await loop.run_in_executor(self._prepare, cutter.take, 2 * self.max_batch_size - len(window))
         window.extend(self._submit_all([
             _Job(loop, loop.create_future(), key=key,
                  chunk=SpeechChunk(f, p["offset"], p["duration"], request.task, language, request.prompt, request.words))
-            for p, f in zip(plans, features, strict=True)]))
+            for p, f in cut]))
 
     # --- the scheduler thread
 

@@ -14,7 +14,7 @@ import binascii
 import io
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
@@ -30,14 +30,17 @@ from inferd.serving.metering import Charge, Meter
 from inferd.settings import Settings
 
 RATE = 16000
+BLOCK_S = 300.0  # seconds of audio decoded, cut and held at a time per request
 _DATA_URL = re.compile(r"^data:(?P<type>[\w/+.-]*)(?:;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
-def decode_audio(source: BinaryIO | bytes, max_seconds: float, max_bytes: int) -> np.ndarray:
-    """16 kHz mono float32 samples of any audio FFmpeg reads; 400 for what is not audio, 413 past
-    ``max_bytes`` or ``max_seconds``. Runs in a worker thread."""
+def decode_blocks(source: BinaryIO | bytes, max_seconds: float, max_bytes: int,
+                  block_seconds: float = BLOCK_S) -> Iterator[np.ndarray]:
+    """16 kHz mono float32 samples of any audio FFmpeg reads, ``block_seconds`` at a time (a long
+    file never lies whole in memory); 400 for what is not audio, 413 past ``max_bytes`` or
+    ``max_seconds``. Undecodable frames are skipped, and a file cut short gives what it holds.
+    Iterated on the speech engine's preparation threads."""
     import av
-    from faster_whisper.audio import decode_audio as faster_whisper_decode
 
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
@@ -48,24 +51,49 @@ def decode_audio(source: BinaryIO | bytes, max_seconds: float, max_bytes: int) -
         raise InputTooLarge(f"the audio file is larger than {max_bytes} bytes", param="file")
     source.seek(0)
     try:
-        with av.open(source, mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise InvalidRequest("the file has no audio stream", param="file")
-            declared = container.duration / av.time_base if container.duration else None
-        if declared is not None and declared > max_seconds + 1:
-            raise InputTooLarge(f"the audio is {declared:.0f} s long; at most {max_seconds:.0f} s", param="file")
-        source.seek(0)
-        audio = faster_whisper_decode(source, sampling_rate=RATE)
-    except (InvalidRequest, InputTooLarge):
-        raise
+        container = av.open(source, mode="r", metadata_errors="ignore")
     except Exception as exc:  # noqa: BLE001 - FFmpeg's many errors: the client sent something unreadable
         raise InvalidRequest(f"the file could not be decoded as audio ({type(exc).__name__}: {exc})",
                              param="file") from None
-    if audio.size == 0:
-        raise InvalidRequest("the audio is empty (0 s)", param="file")
-    if audio.size > max_seconds * RATE:
-        raise InputTooLarge(f"the audio is {audio.size / RATE:.0f} s long; at most {max_seconds:.0f} s", param="file")
-    return audio
+    with container:
+        if not container.streams.audio:
+            raise InvalidRequest("the file has no audio stream", param="file")
+        declared = container.duration / av.time_base if container.duration else None
+        if declared is not None and declared > max_seconds + 1:
+            raise InputTooLarge(f"the audio is {declared:.0f} s long; at most {max_seconds:.0f} s", param="file")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        block, pending, total = int(block_seconds * RATE), [], 0
+        frames = container.decode(audio=0)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.InvalidDataError:
+                continue  # a damaged frame: skipped, as faster-whisper does
+            except Exception as exc:  # noqa: BLE001 - the stream ends here (a truncated file)
+                if total == 0 and not pending:
+                    raise InvalidRequest(f"the file could not be decoded as audio ({type(exc).__name__}: {exc})",
+                                         param="file") from None
+                break
+            for piece in resampler.resample(frame):
+                pending.append(piece.to_ndarray().reshape(-1))
+            held = sum(len(p) for p in pending)
+            if total + held > max_seconds * RATE:
+                raise InputTooLarge(f"the audio is longer than {max_seconds:.0f} s", param="file")
+            if held >= block:
+                total += held
+                yield np.concatenate(pending).astype(np.float32) / 32768.0
+                pending = []
+        for piece in resampler.resample(None):
+            pending.append(piece.to_ndarray().reshape(-1))
+        if pending:
+            samples = np.concatenate(pending)
+            total += len(samples)
+            if samples.size:
+                yield samples.astype(np.float32) / 32768.0
+        if total == 0:
+            raise InvalidRequest("the audio is empty (0 s)", param="file")
 
 
 def from_data_url(value: str, max_bytes: int) -> bytes:
@@ -117,6 +145,7 @@ class SpeechService:
         self._meter = meter
         self._max_seconds = settings.max_audio_seconds
         self.max_bytes = settings.max_audio_bytes
+        self.block_seconds = BLOCK_S
 
     async def stream(self, query: SpeechQuery, ctx: RequestContext) -> AsyncIterator[tuple[Transcript, list[dict]]]:
         """The transcript as it grows: (transcript so far, the segments just added), chunk by chunk;
@@ -126,8 +155,8 @@ class SpeechService:
         assert isinstance(engine, SpeechEngine)
         if query.temperature < 0 or query.temperature > 1:
             raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
-        # decoded by the engine, on its preparation thread, when the request's turn comes
-        decode = partial(decode_audio, query.audio, self._max_seconds, self.max_bytes)
+        # decoded by the engine, on its preparation threads, block by block
+        decode = partial(decode_blocks, query.audio, self._max_seconds, self.max_bytes, self.block_seconds)
         request = SpeechRequest(decode, query.task, _language(query.language), query.prompt, query.temperature,
                                 query.words)
         engine.check_request(request)
@@ -135,15 +164,14 @@ class SpeechService:
         async with self._meter.track(ctx, engine.ref) as metered:
             first = True
             async for piece in engine.transcribe(request):
-                transcript.duration = request.audio.size / RATE  # decoded by now
+                transcript.duration = request.seconds  # decoded so far
                 metered.consume(Units(input_seconds=transcript.duration))
                 added = _numbered(piece, len(transcript.segments))
                 if first:
                     transcript.language, first = piece.language, False
                 transcript.segments += added
                 yield transcript, added
-            transcript.duration = request.audio.size / RATE
-            request.audio = np.empty(0, np.float32)  # the samples are not needed past here
+            transcript.duration = request.seconds
             transcript.charge = metered.charge(Units(input_seconds=transcript.duration))
         yield transcript, []
 

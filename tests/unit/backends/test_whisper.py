@@ -1,5 +1,5 @@
-"""The faster-whisper backend on the shipped whisper tiny.en: weights joined from parts,
-audio planned into chunks at pauses, and one batch holding chunks of different requests."""
+"""The faster-whisper backend on the shipped whisper tiny.en: weights joined from parts, speech
+found at pauses, and one batch holding chunks of different requests."""
 
 from __future__ import annotations
 
@@ -48,18 +48,18 @@ def test_parts_shipped_apart_are_joined_once(tmp_path: Path):
         join_parts([tmp_path / "cache"], tmp_path / "other", "m")
 
 
-def test_audio_is_planned_into_chunks_of_speech_up_to_30_seconds(whisper):
+def test_speech_is_found_in_pieces_of_at_most_30_seconds(whisper):
     sentence = speech16k(SENTENCES[0])
     silence = np.zeros(16000 * 3, np.float32)
     audio = np.concatenate([silence, *([sentence, silence] * 12)])  # ~70 s, 36 of them silence
-    plan, speech = whisper.chunk(audio)
-    assert len(speech) >= 12 and 2 <= len(plan) <= 3
-    assert all(c["duration"] <= 30 for c in plan)
-    assert plan[0]["offset"] == 0 and plan[1]["offset"] == pytest.approx(plan[0]["duration"])
-    assert sum(c["duration"] for c in plan) < len(audio) / 16000 - 30  # the silence is not decoded
-    assert whisper.chunk(np.zeros(16000 * 5, np.float32)) == ([], [])  # no speech: nothing to decode
-    features = whisper.features(audio, plan[0])
-    assert features.shape == (80, 3000)
+    speech = whisper.speech(audio)
+    assert len(speech) >= 12 and all(0 < p["end"] - p["start"] <= 30 * 16000 for p in speech)
+    assert speech[0]["start"] >= 16000 * 2.5  # the leading silence is not speech
+    assert sum(p["end"] - p["start"] for p in speech) < len(audio) - 30 * 16000  # nor the pauses
+    assert whisper.speech(np.zeros(16000 * 5, np.float32)) == []
+    assert whisper.speech(audio, vad=False) == [{"start": 0, "end": 480000}, {"start": 480000, "end": 960000},
+                                                {"start": 960000, "end": len(audio)}]
+    assert whisper.features(audio, {"segments": speech[:3]}).shape == (80, 3000)
 
 
 def test_one_batch_decodes_chunks_of_different_requests_each_with_its_own_prompt(whisper):
@@ -69,8 +69,9 @@ def test_one_batch_decodes_chunks_of_different_requests_each_with_its_own_prompt
     chunks = []
     for i, text in enumerate(SENTENCES[:3]):
         audio = speech16k(text)
-        plan, _ = whisper.chunk(audio)
-        chunks.append(SpeechChunk(whisper.features(audio, plan[0]), 0.0, plan[0]["duration"], prompt=prompts[i],
+        speech = whisper.speech(audio)
+        duration = sum(p["end"] - p["start"] for p in speech) / 16000
+        chunks.append(SpeechChunk(whisper.features(audio, {"segments": speech}), 0.0, duration, prompt=prompts[i],
                                   words=i == 0))
     out = whisper.transcribe(chunks[:2], temperature=0.0) + whisper.transcribe(chunks[2:], temperature=0.0)
     for text, result in zip(SENTENCES, out, strict=False):
