@@ -130,7 +130,7 @@ class SpeechEngine(QueuedEngine):
     # how long a part-filled batch waits for chunks that requests are still preparing (decoding,
     # cutting, features): a pass over 30-s chunks costs seconds, and one chunk alone costs twice
     # per chunk what a batch of 16 does
-    BATCH_WAIT_S = 1.0
+    BATCH_WAIT_S = 2.0
 
     def __init__(self, ref: ModelRef, backend: SpeechRecognitionBackend, observer: EngineObserver | None = None):
         super().__init__(ref, backend, observer, workers=1)  # one batch at a time, on every core
@@ -153,7 +153,9 @@ class SpeechEngine(QueuedEngine):
 
     def _hold_back(self) -> float:
         live = sum(not job.cancelled for job in self._queue)
-        return self.BATCH_WAIT_S if self._preparing and live < self.max_batch_size else 0.0
+        # half a batch decodes nearly as fast per chunk as a whole one (one chunk alone: twice as
+        # slow), and the rest of the batch prepares meanwhile
+        return self.BATCH_WAIT_S if self._preparing and live < max(1, self.max_batch_size // 2) else 0.0
 
     @property
     def multilingual(self) -> bool:

@@ -62,7 +62,7 @@ def decode_blocks(source: BinaryIO | bytes, max_seconds: float, max_bytes: int,
         if declared is not None and declared > max_seconds + 1:
             raise InputTooLarge(f"the audio is {declared:.0f} s long; at most {max_seconds:.0f} s", param="file")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        block, pending, total = int(block_seconds * RATE), [], 0
+        block, pending, held, total = int(block_seconds * RATE), [], 0, 0
         frames = container.decode(audio=0)
         while True:
             try:
@@ -78,13 +78,13 @@ def decode_blocks(source: BinaryIO | bytes, max_seconds: float, max_bytes: int,
                 break
             for piece in resampler.resample(frame):
                 pending.append(piece.to_ndarray().reshape(-1))
-            held = sum(len(p) for p in pending)
+                held += len(pending[-1])
             if total + held > max_seconds * RATE:
                 raise InputTooLarge(f"the audio is longer than {max_seconds:.0f} s", param="file")
             if held >= block:
                 total += held
                 yield np.concatenate(pending).astype(np.float32) / 32768.0
-                pending = []
+                pending, held = [], 0
         for piece in resampler.resample(None):
             pending.append(piece.to_ndarray().reshape(-1))
         if pending:
