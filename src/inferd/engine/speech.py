@@ -5,7 +5,7 @@ activity) and turned into features on the engine's preparation threads, and its 
 one queue shared by every request. A scheduler thread takes the oldest chunk and, with it, up
 to ``max_batch_size`` waiting chunks that decode the same way (temperature, and for whisper the
 length of the initial prompt), and runs them through the model in one pass, whichever requests
-they come from; while requests are still preparing chunks, a part-filled batch waits for them
+they come from; while requests are still preparing chunks, the scheduler waits for half a batch
 (up to ``BATCH_WAIT_S``). Each request keeps at most two batches' worth of chunks queued (an
 hour of audio does not hold its features all at once; alone, it still fills every batch) and
 receives its chunks' text in order, as soon as each is done; a request that leaves has its
