@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
