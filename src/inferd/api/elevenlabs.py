@@ -66,7 +66,7 @@ async def text_to_speech_stream(voice_id: str, body: TextToSpeechIn, request: Re
 @router.get("/v1/voices", response_class=FastJSONResponse)
 async def list_voices(_: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
     """Every voice of every text-to-speech model that is ready."""
-    voices = [voice_card(e, v) for e in state.synthesis.engines() if e.state.value == "ready" for v in e.voices]
+    voices = [voice_card(e, v) for e in state.synthesis.engines() for v in e.voices]
     return FastJSONResponse({"voices": voices})
 
 

@@ -156,10 +156,6 @@ class SpeechEngine(QueuedEngine):
         # slow), and the rest of the batch prepares meanwhile
         return self.BATCH_WAIT_S if self._preparing and live < max(1, self.max_batch_size // 2) else 0.0
 
-    @property
-    def multilingual(self) -> bool:
-        return self.backend.multilingual
-
     # --- requests
 
     def check_request(self, request: SpeechRequest) -> None:

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -189,7 +189,7 @@ def _language(value: str | None) -> str | None:
         return None
     value = value.strip().lower()
     if len(value) > 2:
-        code = _CODES.get(value)
+        code = _codes().get(value)
         if code is None:
             raise InvalidRequest(f"unknown language {value[:40]!r}; send an ISO-639-1 code such as 'en'",
                                  param="language")
@@ -212,14 +212,17 @@ def _numbered(piece: Transcribed, start: int) -> list[dict]:
     return out
 
 
+@cache
 def _names() -> dict[str, str]:
+    """Whisper's languages, code -> name (read when first needed, not at start-up)."""
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     return LANGUAGES
 
 
-_NAMES = _names()
-_CODES = {name: code for code, name in _NAMES.items()}
+@cache
+def _codes() -> dict[str, str]:
+    return {name: code for code, name in _names().items()}
 
 
 # ---------------------------------------------------------------- dialect shapes
@@ -241,7 +244,7 @@ def openai_body(t: Transcript, response_format: str, granularities: list[str], t
     if response_format == "vtt":
         return _subtitles(t, srt=False)
     if response_format == "verbose_json":
-        body: dict[str, Any] = {"task": t.task, "language": _NAMES.get(t.language, t.language),
+        body: dict[str, Any] = {"task": t.task, "language": _names().get(t.language, t.language),
                                 "duration": round(t.duration, 3), "text": t.text}
         if "segment" in granularities or not granularities:
             body["segments"] = [_segment(s, temperature) for s in t.segments]

@@ -17,6 +17,7 @@ import numpy as np
 
 from inferd.backends.base import Voice
 from inferd.catalog import ModelRef, Task, Units
+from inferd.engine.base import EngineState
 from inferd.engine.pool import ModelPool
 from inferd.engine.synthesis import SynthesisEngine
 from inferd.errors import InputTooLarge, InvalidRequest, NotFound
@@ -161,7 +162,7 @@ class Spoken:
     voice: str
     fmt: AudioFormat
     characters: int
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncIterator[bytes] | None = None  # set by SynthesisService.speak
     charge: Charge | None = None
 
 
@@ -172,7 +173,8 @@ class SynthesisService:
         self.max_characters = settings.max_speech_characters
 
     def engines(self) -> list[SynthesisEngine]:
-        return [e for e in self._pool.engines() if isinstance(e, SynthesisEngine)]
+        """The text-to-speech models that are ready: their voices are the ones on offer."""
+        return [e for e in self._pool.engines() if isinstance(e, SynthesisEngine) and e.state is EngineState.READY]
 
     def engine(self, model: str | None, version: str | None = None) -> SynthesisEngine:
         engine = self._pool.get(model or "default", version, Task.TEXT_TO_SPEECH)
@@ -182,10 +184,9 @@ class SynthesisService:
     def find_voice(self, voice_id: str) -> tuple[SynthesisEngine, Voice]:
         """A voice by id across every text-to-speech model (ElevenLabs' ``/v1/voices``)."""
         for engine in self.engines():
-            if engine.state.value == "ready":
-                for voice in engine.voices:
-                    if voice.id == voice_id:
-                        return engine, voice
+            for voice in engine.voices:
+                if voice.id == voice_id:
+                    return engine, voice
         raise NotFound(f"voice {voice_id[:100]!r} not found; GET /v1/voices lists them")
 
     def voice_of(self, engine: SynthesisEngine, name: str | None) -> str:
@@ -213,7 +214,7 @@ class SynthesisService:
         if not 0.25 <= query.speed <= 4.0:
             raise InvalidRequest("speed must be between 0.25 and 4.0", param="speed")
         voice = self.voice_of(engine, query.voice)
-        spoken = Spoken(engine.ref, voice, query.fmt, len(text), _empty())
+        spoken = Spoken(engine.ref, voice, query.fmt, len(text))
         spoken.chunks = self._stream(spoken, engine, text, query.speed, ctx)
         return spoken
 
@@ -273,14 +274,9 @@ async def speech_events(spoken: Spoken) -> AsyncIterator[dict]:
     yield {"type": "speech.audio.done", "usage": {"input_tokens": n, "output_tokens": 0, "total_tokens": n}}
 
 
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""
-
-
 def voice_card(engine: SynthesisEngine, voice: Voice) -> dict:
     """A voice as ElevenLabs' ``GET /v1/voices`` shows one."""
     return {"voice_id": voice.id, "name": voice.name, "category": "premade",
             "labels": {"language": voice.language, **({"gender": voice.gender} if voice.gender else {})},
-            "description": f"{engine.ref.spec.description or engine.name}", "preview_url": None,
+            "description": engine.ref.spec.description or engine.name, "preview_url": None,
             "available_for_tiers": [], "settings": None, "high_quality_base_model_ids": [engine.name]}
