@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     )
     max_audio_seconds: float = Field(4 * 3600, gt=0, description="longest audio to transcribe; past it, 413")
     max_speech_characters: int = Field(4096, ge=1, description="longest text to speak, in characters; past it, 413")
+    max_images_per_request: int = Field(4, ge=1, description="images one request may ask for (n, num_images)")
+    max_image_side: int = Field(2048, ge=64, description="widest and tallest image to generate, in pixels")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=64 * 64, description="most pixels in an uploaded image (checked from its header, before "
+        "it is decoded); past it, 413"
+    )
     requests_per_turn: int = Field(
         8, ge=1, description="requests that start their work in one turn of the event loop; the rest wait a turn "
         "(a burst cannot stall /health or running streams)"

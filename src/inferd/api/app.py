@@ -31,6 +31,7 @@ from inferd.serving.prompt import PromptPipeline
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
 from inferd.serving.synthesis import SynthesisService
+from inferd.serving.images import ImageService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -74,6 +75,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         rerank=RerankService(pool, meter, settings),
         speech=SpeechService(pool, meter, settings),
         synthesis=SynthesisService(pool, meter, settings),
+        images=ImageService(pool, meter, settings),
     )
 
 

@@ -32,6 +32,8 @@ from inferd.protocol.inference import (
     SpeechRecognitionOut,
     TextGenerationIn,
     TextGenerationOut,
+    TextToImageIn,
+    TextToImageOut,
     TextToSpeechIn,
     TextToSpeechOut,
 )
@@ -40,6 +42,8 @@ from inferd.serving.embeddings import EmbedQuery, native_body
 from inferd.serving.native_generation import native_events, native_response, start_native
 from inferd.serving.rerank import RerankQuery
 from inferd.serving.rerank import native_body as rerank_body
+from inferd.serving.images import ImageQuery
+from inferd.serving.images import native_body as image_body
 from inferd.serving.speech import SpeechQuery, from_data_url
 from inferd.serving.speech import native_body as speech_body
 from inferd.serving.synthesis import AudioFormat, SpeakQuery, collect, native_speech_body
@@ -152,15 +156,26 @@ async def text_to_speech(request: Request, payload: dict, ref: ModelRef, ctx: Re
     return FastJSONResponse(native_speech_body(spoken, audio, ctx))
 
 
+async def text_to_image(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: TextToImageIn = _validated(TextToImageIn, payload)
+    query = ImageQuery(model=ref.spec.id, version=ref.version.name, prompt=body.prompt, n=body.num_images,
+                       width=body.width, height=body.height, steps=body.num_inference_steps,
+                       guidance=body.guidance_scale, negative_prompt=body.negative_prompt, seed=body.seed,
+                       scheduler=body.scheduler)
+    generated = await cancellable(request, state.images.generate(query, ctx))
+    return FastJSONResponse(image_body(generated, ctx))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
     Task.RERANKER: reranker,
     Task.AUTOMATIC_SPEECH_RECOGNITION: speech_recognition,
     Task.TEXT_TO_SPEECH: text_to_speech,
+    Task.TEXT_TO_IMAGE: text_to_image,
 }
-_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn)
-_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut)
+_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn, TextToImageIn)
+_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut, TextToImageOut)
 
 _OPENAPI = {
     "requestBody": {

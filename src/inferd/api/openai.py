@@ -19,11 +19,15 @@ from inferd.protocol.openai import (
     EmbeddingRequest,
     EmbeddingResponse,
     ErrorResponse,
+    ImageGenerationRequest,
+    ImagesResponse,
     ModelList,
     SpeechRequest,
 )
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, openai_body
+from inferd.serving.images import ImageQuery
+from inferd.serving.images import openai_body as images_body
 from inferd.serving.openai_chat import chat_chunks, chat_response, start_chat
 from inferd.serving.openai_completions import completion_chunks, completion_response, start_completion
 from inferd.serving.models import openai_models
@@ -163,3 +167,62 @@ async def create_speech(
     if body.stream_format == "sse":
         return await sse_response(request, speech_events(spoken))
     return await bytes_response(request, spoken.chunks, query.fmt.media_type)
+
+
+# --- images
+@router.post("/images/generations", response_model=ImagesResponse, response_class=FastJSONResponse)
+async def create_image(
+    body: ImageGenerationRequest,
+    request: Request,
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Draw images from a prompt (text to image); PNGs as base64, or as data URLs with `response_format: url`."""
+    query = ImageQuery(model=body.model, prompt=body.prompt, n=body.n, size=body.size or "1024x1024",
+                       quality=body.quality)
+    generated = await cancellable(request, state.images.generate(query, ctx))
+    return FastJSONResponse(images_body(generated, body.response_format))
+
+
+ImageFile = Annotated[UploadFile, File(description="a PNG, JPEG or WebP image")]
+ImageFormat = Annotated[Literal["b64_json", "url"], Form()]
+
+
+@router.post("/images/edits", response_model=ImagesResponse, response_class=FastJSONResponse)
+async def edit_image(
+    request: Request,
+    image: ImageFile,
+    prompt: Annotated[str, Form(max_length=4000)],
+    mask: Annotated[UploadFile | None, File(description="a PNG; transparent where to paint (else the image's own "
+                                                        "transparency)")] = None,
+    model: Annotated[str | None, Form(max_length=256)] = None,
+    n: Annotated[int, Form()] = 1,
+    size: Annotated[str | None, Form(max_length=20)] = None,
+    response_format: ImageFormat = "b64_json",
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Paint the masked (transparent) part of an image after a prompt (inpainting)."""
+    query = ImageQuery(model=model, prompt=prompt, n=n, size=size or "1024x1024", mode="inpaint",
+                       image=await image.read(), mask=await mask.read() if mask is not None else None)
+    generated = await cancellable(request, state.images.generate(query, ctx))
+    return FastJSONResponse(images_body(generated, response_format))
+
+
+@router.post("/images/variations", response_model=ImagesResponse, response_class=FastJSONResponse)
+async def vary_image(
+    request: Request,
+    image: ImageFile,
+    model: Annotated[str | None, Form(max_length=256)] = None,
+    n: Annotated[int, Form()] = 1,
+    size: Annotated[str | None, Form(max_length=20)] = None,
+    response_format: ImageFormat = "b64_json",
+    prompt: Annotated[str, Form(max_length=4000)] = "",
+    ctx: RequestContext = Depends(authenticated),
+    state: AppState = Depends(app_state),
+):
+    """Variations of an image (image to image); a `prompt` may steer them."""
+    query = ImageQuery(model=model, prompt=prompt, n=n, size=size or "1024x1024", mode="image",
+                       image=await image.read())
+    generated = await cancellable(request, state.images.generate(query, ctx))
+    return FastJSONResponse(images_body(generated, response_format))

@@ -18,6 +18,7 @@ from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
+from inferd.serving.images import ImageService
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
 from inferd.serving.synthesis import SynthesisService
@@ -44,6 +45,7 @@ class AppState:
     rerank: RerankService
     speech: SpeechService
     synthesis: SynthesisService
+    images: ImageService
 
 
 async def app_state(request: Request) -> AppState:

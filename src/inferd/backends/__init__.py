@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "faster-whisper": "inferd.backends.whisper:WhisperBackend",
     "piper": "inferd.backends.piper_tts:PiperBackend",
     "kokoro": "inferd.backends.kokoro_tts:KokoroBackend",
+    "diffusers": "inferd.backends.diffusers_images:DiffusersBackend",
 }
 
 

@@ -207,3 +207,55 @@ class SpeechSynthesisBackend(Backend):
     @abstractmethod
     def synthesize(self, sentence: str, voice: str, speed: float) -> np.ndarray:
         """One sentence as mono int16 samples at ``sample_rate``; thread-safe."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBatchKey:
+    """What the images of one batch share: requests with equal keys are generated together."""
+
+    mode: str  # "text" (text to image), "image" (image to image), "inpaint"
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str | None = None  # a scheduler class name the pipeline accepts; None: its own
+    strength: float = 1.0  # image to image and inpainting: how far from the given image
+
+
+@dataclass(slots=True)
+class ImageRequest:
+    """One request's share of a batch: ``count`` images from one prompt, seeds ``seed``, ``seed + 1``..."""
+
+    prompt: str
+    count: int
+    seed: int
+    negative_prompt: str | None = None
+    image: Any = None  # PIL image at the key's size (image to image, inpainting)
+    mask: Any = None  # PIL image, white where to paint (inpainting)
+
+
+@dataclass(slots=True)
+class MadeImage:
+    image: Any  # PIL image
+    nsfw: bool
+
+
+class ImageGenerationBackend(Backend):
+    """Images from text (and from images), batched by the image engine: the requests of one
+    ``ImageBatchKey`` run through the pipeline in one call."""
+
+    default_size: tuple[int, int]  # width, height the pipeline was trained at
+    default_steps: int
+    default_guidance: float
+    size_multiple: int = 8  # widths and heights must be multiples of this
+    modes: frozenset[str] = frozenset({"text"})  # what generate() can do
+    schedulers: tuple[str, ...] = ()  # scheduler class names a request may choose
+
+    @abstractmethod
+    def generate(self, key: ImageBatchKey, requests: Sequence[ImageRequest], stop) -> list[list[MadeImage]]:
+        """Each request's images, in order; ``stop()`` (checked between denoising steps) says
+        every request of the batch has left: the pipeline may end early, its images unused."""
+
+    def prompt_tokens(self, text: str) -> int:
+        """Tokens the text encoder reads of a prompt (for usage); 0 when unknown."""
+        return 0

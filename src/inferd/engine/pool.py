@@ -18,10 +18,12 @@ import logging
 import os
 
 from inferd.backends import backend_class
-from inferd.backends.base import EncoderBackend, RerankBackend, SpeechRecognitionBackend, SpeechSynthesisBackend
+from inferd.backends.base import (EncoderBackend, ImageGenerationBackend, RerankBackend, SpeechRecognitionBackend,
+                                  SpeechSynthesisBackend)
 from inferd.catalog import Catalog, ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncoderEngine
+from inferd.engine.images import ImageEngine
 from inferd.engine.speech import SpeechEngine
 from inferd.engine.synthesis import SynthesisEngine
 from inferd.settings import Settings
@@ -60,7 +62,7 @@ _GENERATION_ENGINES = {
 def _threads(task: Task, settings: Settings) -> int | None:
     if task in _ENCODER_BACKENDS or task is Task.TEXT_TO_SPEECH:  # several workers share the cores
         return settings.threads_per_worker()
-    if task is Task.AUTOMATIC_SPEECH_RECOGNITION:  # one batch at a time, on every core
+    if task in (Task.AUTOMATIC_SPEECH_RECOGNITION, Task.TEXT_TO_IMAGE):  # one batch at a time, on every core
         return settings.torch_threads or os.cpu_count()
     return settings.torch_threads
 
@@ -90,6 +92,8 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
         return SpeechEngine(ref, backend, observer)
     if ref.spec.task is Task.TEXT_TO_SPEECH and isinstance(backend, SpeechSynthesisBackend):
         return SynthesisEngine(ref, backend, observer, workers=settings.engine_workers)
+    if ref.spec.task is Task.TEXT_TO_IMAGE and isinstance(backend, ImageGenerationBackend):
+        return ImageEngine(ref, backend, observer)
     engine = _GENERATION_ENGINES.get(getattr(backend, "engine", ""))
     if ref.spec.task is Task.TEXT_GENERATION and engine is not None:
         module, _, name = engine.partition(":")

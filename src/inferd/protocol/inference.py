@@ -110,6 +110,28 @@ class SpeechRecognitionOut(WireModel):
     inference_status: InferenceStatus
 
 
+class TextToImageIn(WireModel):
+    prompt: StrictStr = Field(description="what to draw")
+    negative_prompt: Annotated[str, Field(max_length=4000)] | None = Field(None, description="what not to draw")
+    num_images: int = Field(1, description="images to make (at most max_images_per_request)")
+    num_inference_steps: int | None = Field(None, description="denoising steps; default: the model's")
+    guidance_scale: float | None = Field(None, description="classifier-free guidance; default: the model's")
+    width: int | None = Field(None, description="pixels, a multiple of 8; default: the model's")
+    height: int | None = Field(None, description="pixels, a multiple of 8; default: the model's")
+    seed: int | None = Field(None, description="the same seed and fields draw the same images; random when unset")
+    scheduler: Annotated[str, Field(max_length=80)] | None = Field(
+        None, description="a diffusers scheduler class the model accepts (e.g. EulerDiscreteScheduler)")
+    webhook: str | None = None
+
+
+class TextToImageOut(WireModel):
+    images: list[str] = Field(description="data URLs (data:image/png;base64,...)")
+    nsfw_content_detected: list[bool]
+    seed: int
+    request_id: str
+    inference_status: InferenceStatus
+
+
 class TextToSpeechIn(WireModel):
     text: StrictStr = Field(description="the text to speak")
     preset_voice: Annotated[str, Field(max_length=200)] | None = Field(None, description="a voice of the model")

@@ -73,6 +73,33 @@ class SpeechRequest(WireModel):
     instructions: Annotated[str, Field(max_length=4096)] | None = Field(None, description="accepted, not used")
 
 
+class ImageGenerationRequest(WireModel):
+    prompt: StrictStr = Field(description="what to draw")
+    model: Annotated[str, Field(max_length=256)] | None = Field(None, description="default: the catalog's default "
+                                                                "text-to-image model")
+    n: int = Field(1, description="images to make (at most max_images_per_request)")
+    size: Annotated[str, Field(max_length=20)] | None = Field(None, description="WIDTHxHEIGHT (default 1024x1024), "
+                                                              "or auto: the model's own size")
+    quality: Annotated[str, Field(max_length=20)] | None = Field(
+        None, description="low: half the model's denoising steps; hd/high: twice; anything else: its default")
+    style: Annotated[str, Field(max_length=20)] | None = Field(None, description="accepted, not used")
+    response_format: Literal["b64_json", "url"] = Field("b64_json", description="url: a data: URL of the PNG")
+    output_format: Literal["png"] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ImageData(WireModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(WireModel):
+    created: int
+    data: list[ImageData]
+    usage: dict | None = None
+
+
 class ErrorResponse(WireModel):
     error: ErrorBody
 
