@@ -83,6 +83,7 @@ bench: setup bench-peers
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/rerank.py
 	$(BIN)/python benchmarks/speech.py
+	$(BIN)/python benchmarks/images.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache

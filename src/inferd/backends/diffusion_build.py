@@ -5,7 +5,8 @@ yet every image route must work on a fresh machine, so the configs ship with inf
 weights are drawn (from a fixed seed) and saved once under the cache directory. It draws noise,
 fast, at any size. The benchmark builds a real architecture's shape the same way.
 
-``pipeline.json``: ``seed``, ``unet`` (``UNet2DConditionModel``), ``vae`` (``AutoencoderKL``),
+``pipeline.json``: ``seed``, ``unet`` (``UNet2DConditionModel``), ``vae`` (``AutoencoderKL``, or another
+class named by ``_class_name``),
 ``text_encoder`` (``CLIPTextConfig``; its vocabulary is the tokenizer's), ``scheduler``
 (``_class_name`` and its config), and optional ``default_steps``. The tokenizer is CLIP's
 byte-level BPE with no merges (every byte one token): real code, a vocabulary of 514.
@@ -70,8 +71,10 @@ def _build(spec: dict, out: Path) -> None:
                                  **spec["text_encoder"])
     scheduler_config = dict(spec["scheduler"])
     scheduler_class = getattr(diffusers, scheduler_config.pop("_class_name"))
+    vae_config = dict(spec["vae"])
+    vae_class = getattr(diffusers, vae_config.pop("_class_name", "AutoencoderKL"))  # or AutoencoderTiny (TAESD)
     pipe = diffusers.StableDiffusionPipeline(
-        vae=diffusers.AutoencoderKL(**spec["vae"]),
+        vae=vae_class(**vae_config),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
         unet=diffusers.UNet2DConditionModel(**spec["unet"]),
