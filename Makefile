@@ -84,6 +84,7 @@ bench: setup bench-peers
 	$(BIN)/python benchmarks/rerank.py
 	$(BIN)/python benchmarks/speech.py
 	$(BIN)/python benchmarks/images.py
+	$(BIN)/python benchmarks/vision.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache

@@ -200,6 +200,15 @@ def round_robin_bodies(corpus: list[str], per_request: int):
 
 # --- servers: start, wait until ready, stop ----------------------------------------------------
 
+def save_results(kind: str, data: dict) -> Path:
+    """``data`` as JSON in .bench/results/KIND-<UTC timestamp>.json."""
+    out = REPO / ".bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

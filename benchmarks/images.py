@@ -28,7 +28,6 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from embeddings import REPO, free_port, inferd_ready, start_server, stop_server  # noqa: E402
+from embeddings import REPO, free_port, inferd_ready, save_results, start_server, stop_server  # noqa: E402
 
 SPEC = REPO / "benchmarks" / "pipelines" / "bk-sdm-tiny-random"
 CACHE = REPO / ".bench" / "cache"
@@ -76,7 +75,6 @@ def in_process(path: Path, clients: int, size: int, steps: int, threads: int) ->
            "one_at_a_time_images_per_s": 1 / alone}
     print(f"  in-process  batch of {clients}: {row['images_per_s']:.3f} images/s ({batch:.1f} s);  one image alone "
           f"{alone:.2f} s ({row['one_at_a_time_images_per_s']:.3f} images/s)", flush=True)
-    del pipe
     return row
 
 
@@ -168,10 +166,7 @@ def main(argv=None) -> int:
               f"{ceiling['images_per_s'] / ceiling['one_at_a_time_images_per_s']:.2f}x (what batching can give here)")
     if mine and plain:
         print(f"  inferd / plain endpoint (one at a time): {mine['images_per_s'] / plain['images_per_s']:.2f}x")
-    out = REPO / ".bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"images-{stamp}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str))
+    save_results("images", {"args": vars(args), "rows": rows})
     return 1 if failed else 0
 
 

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         4096 * 4096, ge=64 * 64, description="most pixels in an uploaded image (checked from its header, before "
         "it is decoded); past it, 413"
     )
+    fetch_image_urls: bool = Field(
+        False, description="fetch images given as http(s) URLs (off: images come as uploads, data URLs or base64; "
+        "on, the server fetches what a client names: allow it only where that is safe)"
+    )
+    image_fetch_timeout_s: float = Field(10.0, gt=0, description="longest an image URL may take to fetch")
     requests_per_turn: int = Field(
         8, ge=1, description="requests that start their work in one turn of the event loop; the rest wait a turn "
         "(a burst cannot stall /health or running streams)"

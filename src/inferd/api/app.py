@@ -32,6 +32,7 @@ from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
 from inferd.serving.synthesis import SynthesisService
 from inferd.serving.images import ImageService
+from inferd.serving.vision import VisionService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
 
@@ -76,6 +77,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
         speech=SpeechService(pool, meter, settings),
         synthesis=SynthesisService(pool, meter, settings),
         images=ImageService(pool, meter, settings),
+        vision=VisionService(pool, meter, settings),
     )
 
 

@@ -21,11 +21,15 @@ from inferd.api.routing import NATIVE, dialect_route
 from inferd.api.state import AppState, app_state
 from inferd.catalog import ModelRef, Task
 from inferd.catalog.catalog import split_version
-from inferd.errors import InvalidRequest, UnsupportedInput
+from inferd.errors import InvalidRequest
 from inferd.api.streaming import sse_response
 from inferd.protocol.inference import (
     EmbeddingsIn,
     EmbeddingsOut,
+    ImageClassificationIn,
+    ImageClassificationOut,
+    ObjectDetectionIn,
+    ObjectDetectionOut,
     RerankerIn,
     RerankerOut,
     SpeechRecognitionIn,
@@ -36,6 +40,7 @@ from inferd.protocol.inference import (
     TextToImageOut,
     TextToSpeechIn,
     TextToSpeechOut,
+    ZeroShotImageClassificationIn,
 )
 from inferd.serving.context import RequestContext
 from inferd.serving.embeddings import EmbedQuery, native_body
@@ -47,6 +52,8 @@ from inferd.serving.images import native_body as image_body
 from inferd.serving.speech import SpeechQuery, from_data_url
 from inferd.serving.speech import native_body as speech_body
 from inferd.serving.synthesis import AudioFormat, SpeakQuery, collect, native_speech_body
+from inferd.serving.vision import VisionQuery
+from inferd.serving.vision import native_body as vision_body
 
 router = APIRouter(route_class=dialect_route(NATIVE), tags=["Native inference"])
 
@@ -103,10 +110,12 @@ def _as_list(value: Any) -> Any:
 async def embeddings(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
     if "inputs" in payload and not isinstance(payload["inputs"], list):
         payload["inputs"] = _as_list(payload["inputs"])
+    image = payload.pop("image", None)  # a file upload, a data URL or base64: embedded after the texts
+    if image is not None and "inputs" not in payload:
+        payload["inputs"] = []
     body: EmbeddingsIn = _validated(EmbeddingsIn, payload)
-    if body.image is not None:
-        raise UnsupportedInput(f"model {ref.spec.id} embeds text only; `image` is not supported", param="image")
-    query = EmbedQuery(model=ref.spec.id, version=ref.version.name, inputs=body.inputs, normalize=body.normalize)
+    query = EmbedQuery(model=ref.spec.id, version=ref.version.name, inputs=body.inputs, normalize=body.normalize,
+                       images=[image] if image is not None else [])
     result = await cancellable(request, state.embeddings.embed(query, ctx))
     return FastJSONResponse(native_body(result, ctx))
 
@@ -166,6 +175,27 @@ async def text_to_image(request: Request, payload: dict, ref: ModelRef, ctx: Req
     return FastJSONResponse(image_body(generated, ctx))
 
 
+async def image_classification(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: ImageClassificationIn = _validated(ImageClassificationIn, payload)
+    query = VisionQuery(model=ref.spec.id, version=ref.version.name, image=body.image, top_k=body.top_k)
+    return FastJSONResponse(vision_body(await cancellable(request, state.vision.classify(query, ctx)), ctx))
+
+
+async def zero_shot_image_classification(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext,
+                                         state: AppState):
+    if "candidate_labels" in payload and not isinstance(payload["candidate_labels"], list):
+        payload["candidate_labels"] = _as_list(payload["candidate_labels"])
+    body: ZeroShotImageClassificationIn = _validated(ZeroShotImageClassificationIn, payload)
+    query = VisionQuery(model=ref.spec.id, version=ref.version.name, image=body.image, labels=body.candidate_labels)
+    return FastJSONResponse(vision_body(await cancellable(request, state.vision.zero_shot(query, ctx)), ctx))
+
+
+async def object_detection(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: ObjectDetectionIn = _validated(ObjectDetectionIn, payload)
+    query = VisionQuery(model=ref.spec.id, version=ref.version.name, image=body.image, threshold=body.threshold)
+    return FastJSONResponse(vision_body(await cancellable(request, state.vision.detect(query, ctx)), ctx))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
@@ -173,9 +203,14 @@ HANDLERS: dict[Task, Handler] = {
     Task.AUTOMATIC_SPEECH_RECOGNITION: speech_recognition,
     Task.TEXT_TO_SPEECH: text_to_speech,
     Task.TEXT_TO_IMAGE: text_to_image,
+    Task.IMAGE_CLASSIFICATION: image_classification,
+    Task.ZERO_SHOT_IMAGE_CLASSIFICATION: zero_shot_image_classification,
+    Task.OBJECT_DETECTION: object_detection,
 }
-_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn, TextToImageIn)
-_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut, TextToImageOut)
+_IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn, TextToImageIn,
+       ImageClassificationIn, ZeroShotImageClassificationIn, ObjectDetectionIn)
+_OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut, TextToImageOut,
+        ImageClassificationOut, ObjectDetectionOut)
 
 _OPENAPI = {
     "requestBody": {

@@ -33,10 +33,14 @@ async def embeddings(
     ctx: RequestContext = Depends(authenticated),
     state: AppState = Depends(app_state),
 ):
-    if body.modality != "text":
-        raise UnsupportedInput(f"modality {body.modality!r} is not supported by this model", param="modality")
+    if body.modality == "audio":
+        raise UnsupportedInput("modality 'audio' is not supported by this server", param="modality")
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
+    if body.modality == "image":  # data URLs or base64 (URLs where the server fetches them)
+        query = EmbedQuery(model=body.model, inputs=[], images=inputs, dimensions=body.dimensions,
+                           image_param="modality")
+    else:
+        query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
     result = await cancellable(request, state.embeddings.embed(query, ctx))
     return FastJSONResponse(infinity_body(result, body.encoding_format, ctx))
 

@@ -19,6 +19,7 @@ from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.images import ImageService
+from inferd.serving.vision import VisionService
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
 from inferd.serving.synthesis import SynthesisService
@@ -46,6 +47,7 @@ class AppState:
     speech: SpeechService
     synthesis: SynthesisService
     images: ImageService
+    vision: VisionService
 
 
 async def app_state(request: Request) -> AppState:

@@ -20,6 +20,10 @@ REGISTRY: dict[str, str] = {
     "piper": "inferd.backends.piper_tts:PiperBackend",
     "kokoro": "inferd.backends.kokoro_tts:KokoroBackend",
     "diffusers": "inferd.backends.diffusers_images:DiffusersBackend",
+    "clip": "inferd.backends.clip:ClipBackend",
+    "image-classifier": "inferd.backends.image_classifier:ImageClassifierBackend",
+    "efficientnet": "inferd.backends.efficientnet:EfficientNetBackend",
+    "object-detector": "inferd.backends.object_detector:ObjectDetectorBackend",
 }
 
 

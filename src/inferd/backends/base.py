@@ -24,15 +24,27 @@ class RerankPair:
     instruction: str | None = None
 
 
-EncoderInput = str | Sequence[int] | RerankPair
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image to encode (embed, classify, detect in), decoded: a PIL image."""
+
+    image: Any
+
+
+EncoderInput = str | Sequence[int] | RerankPair | ImageInput
 
 
 @dataclass(slots=True)
 class Tokenized:
     """One input as the model will see it."""
 
-    ids: list[int]  # with special tokens, truncated to the context when allowed
+    ids: Any  # token ids with special tokens, truncated to the context when allowed; an image's pixels
     original_length: int  # tokens before truncation (special tokens included)
+    cost: int | None = None  # an image: what it weighs in a batch, in tokens (its patches); None: len(ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids) if self.cost is None else self.cost
 
 
 class Backend(ABC):
@@ -79,6 +91,7 @@ class EncoderBackend(Backend):
     dimensions: int
     vocab_size: int
     normalizes: bool  # whether the model's own output is L2-normalised
+    modalities: frozenset[str] = frozenset({"text"})  # what tokenize() takes: "text", "image"
 
     @abstractmethod
     def tokenize(self, inputs: Sequence[EncoderInput]) -> list[Tokenized]:

@@ -52,7 +52,7 @@ class DiffusersBackend(ImageGenerationBackend):
         self.modes = frozenset(self.pipes)
         scale = getattr(pipe, "vae_scale_factor", 8)
         sample = getattr(getattr(pipe, "unet", None) or getattr(pipe, "transformer", None), "config", None)
-        sample_size = getattr(sample, "sample_size", None)
+        sample_size = getattr(pipe, "default_sample_size", None) or getattr(sample, "sample_size", None)
         side = int(sample_size * scale) if isinstance(sample_size, int) else 512
         self.default_size = (side, side)
         self.size_multiple = max(8, scale * (2 if hasattr(pipe, "transformer") else 1))

@@ -22,6 +22,8 @@ class Task(StrEnum):
     TOKEN_CLASSIFICATION = "token-classification"
     FILL_MASK = "fill-mask"
     ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
+    IMAGE_CLASSIFICATION = "image-classification"
+    OBJECT_DETECTION = "object-detection"
 
 
 class Limits(BaseModel):

@@ -79,16 +79,17 @@ class _Job:
 
 
 class _Item:
-    __slots__ = ("job", "index", "ids")
+    __slots__ = ("job", "index", "ids", "length")
 
-    def __init__(self, job: _Job, index: int, ids: list[int]):
+    def __init__(self, job: _Job, index: int, piece: Tokenized):
         self.job = job
         self.index = index
-        self.ids = ids
+        self.ids = piece.ids
+        self.length = piece.length
 
 
 def _item_length(item: _Item) -> int:
-    return len(item.ids)
+    return item.length
 
 
 class EncoderEngine(Engine):
@@ -150,18 +151,28 @@ class EncoderEngine(Engine):
         )
 
     def _calibrate(self) -> CostCurve:
-        """Warm the model up and measure what a forward pass costs by size (see ``calibrate``)."""
-        probe = self.backend.tokenize([self.backend.probe_input()])[0].ids
-        length = min(16, self.backend.context_length)
+        """Warm the model up and measure what a forward pass costs by size (see ``calibrate``):
+        texts of ``tokens`` tokens, or for a model of images, images (each weighs its cost)."""
+        probe = self.backend.tokenize([self.backend.probe_input()])[0]
+        if probe.cost is None:
+            length, context = min(16, self.backend.context_length), self.backend.context_length
+
+            def batch(count: int, tokens: int) -> list:
+                return [probe.ids[: tokens - 1] + probe.ids[-1:]] * count
+        else:
+            length = context = probe.cost
+
+            def batch(count: int, tokens: int) -> list:
+                return [probe.ids] * count
 
         def run(count: int, tokens: int) -> float:
-            sequence = probe[: tokens - 1] + probe[-1:]
+            inputs = batch(count, tokens)
             started = time.perf_counter()
-            self.backend.forward([sequence] * count)
+            self.backend.forward(inputs)
             return time.perf_counter() - started
 
         run(1, length)  # the first pass is slow everywhere; not measured
-        most = min(self.limits.max_batch_tokens, self.limits.max_batch_size * self.backend.context_length, 4096)
+        most = min(self.limits.max_batch_tokens, self.limits.max_batch_size * context, 4096)
         return calibrate(run, max_tokens=max(most, length), probe_length=length)
 
     async def stop(self) -> None:
@@ -272,8 +283,8 @@ class EncoderEngine(Engine):
                         param="input",
                     ))
                     continue
-            job.tokens = sum(len(piece.ids) for piece in pieces)
-            self._ready.extend(_Item(job, i, piece.ids) for i, piece in enumerate(pieces))
+            job.tokens = sum(piece.length for piece in pieces)
+            self._ready.extend(_Item(job, i, piece) for i, piece in enumerate(pieces))
             admitted += len(pieces)
         if admitted:
             self._last_arrival = time.perf_counter()
@@ -310,7 +321,7 @@ class EncoderEngine(Engine):
             self._deliver(batch, vectors)
             rate = len(batch) / max(elapsed, 1e-6)
             self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
-            self.observer.batch_done(self.name, len(batch), sum(len(it.ids) for it in batch), elapsed)
+            self.observer.batch_done(self.name, len(batch), sum(it.length for it in batch), elapsed)
 
     async def _fill(self) -> None:
         """Under load, give a part-filled batch a moment to fill; when idle, go at once."""

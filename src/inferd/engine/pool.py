@@ -51,7 +51,9 @@ class _Unloadable(Engine):
 
 
 # the tasks the encoder engine serves, and the backend class each needs
-_ENCODER_BACKENDS = {Task.EMBEDDINGS: EncoderBackend, Task.RERANKER: RerankBackend}
+_ENCODER_BACKENDS = {Task.EMBEDDINGS: EncoderBackend, Task.RERANKER: RerankBackend,
+                     Task.IMAGE_CLASSIFICATION: EncoderBackend, Task.ZERO_SHOT_IMAGE_CLASSIFICATION: EncoderBackend,
+                     Task.OBJECT_DETECTION: EncoderBackend}
 # the schedulers a text-generation backend names (its ``engine`` attribute), loaded when used
 _GENERATION_ENGINES = {
     "continuous": "inferd.engine.lm_scheduler:BatchGenerationEngine",

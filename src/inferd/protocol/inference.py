@@ -132,6 +132,54 @@ class TextToImageOut(WireModel):
     inference_status: InferenceStatus
 
 
+class ImageClassificationIn(WireModel):
+    image: object = Field(description="the image: a multipart file, a data URL or base64")
+    top_k: int | None = Field(5, ge=1, description="the best k labels; null: all")
+    webhook: str | None = None
+
+
+class ScoredLabel(WireModel):
+    label: str
+    score: float
+
+
+class ImageClassificationOut(WireModel):
+    results: list[ScoredLabel] = Field(description="best first")
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class ZeroShotImageClassificationIn(WireModel):
+    image: object = Field(description="the image: a multipart file, a data URL or base64")
+    candidate_labels: list[StrictStr] = Field(description="the labels to score the image against")
+    webhook: str | None = None
+
+
+class ObjectDetectionIn(WireModel):
+    image: object = Field(description="the image: a multipart file, a data URL or base64")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="the least score of an object shown")
+    webhook: str | None = None
+
+
+class Box(WireModel):
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class DetectedObject(WireModel):
+    label: str
+    score: float
+    box: Box = Field(description="in the image's pixels")
+
+
+class ObjectDetectionOut(WireModel):
+    results: list[DetectedObject] = Field(description="best first")
+    request_id: str
+    inference_status: InferenceStatus
+
+
 class TextToSpeechIn(WireModel):
     text: StrictStr = Field(description="the text to speak")
     preset_voice: Annotated[str, Field(max_length=200)] | None = Field(None, description="a voice of the model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Sequence
@@ -9,11 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inferd.backends.base import ImageInput
 from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
-from inferd.errors import InputTooLarge, InvalidRequest
+from inferd.errors import InputTooLarge, InvalidRequest, UnsupportedInput
 from inferd.serving.context import RequestContext
+from inferd.serving.image_inputs import decode_image, image_bytes
 from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
@@ -25,6 +28,8 @@ class EmbedQuery:
     version: str | None = None
     normalize: bool = False
     dimensions: int | None = None
+    images: Sequence = ()  # images to embed after the texts: uploads, data URLs, base64 (image models)
+    image_param: str = "image"  # where the request named them (Infinity: its ``modality``)
 
 
 @dataclass(slots=True)
@@ -40,6 +45,7 @@ class EmbeddingService:
         self._pool = pool
         self._meter = meter
         self._max_inputs = settings.max_inputs_per_request
+        self._settings = settings
 
     async def embed(self, query: EmbedQuery, ctx: RequestContext) -> Embedded:
         engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS)
@@ -47,18 +53,30 @@ class EmbeddingService:
         assert isinstance(engine, EncoderEngine)
         async with self._meter.track(ctx, engine.ref) as metered:
             self._validate(query, engine)
-            result = await engine.embed(query.inputs)
+            inputs = list(query.inputs) + [await self._image(value) for value in query.images]
+            result = await engine.embed(inputs)
             vectors = _postprocess(result.embeddings, query, engine.backend.normalizes)
             charge = metered.charge(Units(input_tokens=result.input_tokens))
         return Embedded(engine.ref, vectors, result.input_tokens, charge)
 
+    async def _image(self, value) -> ImageInput:
+        data = await image_bytes(value, self._settings, "image")
+        return ImageInput(await asyncio.to_thread(decode_image, data, self._settings.max_image_pixels, "image"))
+
     def _validate(self, query: EmbedQuery, engine: EncoderEngine) -> None:
         inputs = query.inputs
-        if not inputs:
+        modalities = engine.backend.modalities
+        if query.images and "image" not in modalities:
+            raise UnsupportedInput(f"model {engine.name} embeds text only, not images", param=query.image_param)
+        if inputs and "text" not in modalities:
+            raise UnsupportedInput(f"model {engine.name} embeds images only, not text; send them with "
+                                   "modality 'image' or as `image`", param="input")
+        count = len(inputs) + len(query.images)
+        if not count:
             raise InvalidRequest("input must not be empty", param="input")
         limit = min(engine.ref.spec.limits.max_inputs or self._max_inputs, self._max_inputs)
-        if len(inputs) > limit:
-            raise InputTooLarge(f"{len(inputs)} inputs in one request; at most {limit}", param="input")
+        if count > limit:
+            raise InputTooLarge(f"{count} inputs in one request; at most {limit}", param="input")
         vocab = engine.backend.vocab_size
         for position, item in enumerate(inputs):
             if isinstance(item, str):

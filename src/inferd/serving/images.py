@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from inferd.engine.images import ImageEngine, Picture
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest, UnsupportedInput
 from inferd.serving.context import RequestContext
+from inferd.serving.image_inputs import decode_image
 from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
@@ -179,30 +179,6 @@ def _alpha(image):
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         return image.convert("RGBA").getchannel("A")
     return None
-
-
-def decode_image(data: bytes, max_pixels: int, param: str):
-    """Bytes -> a loaded PIL image, or 400 (not an image, truncated, corrupt) / 413 (too many pixels),
-    checked from the header before the pixels are decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise InputTooLarge(f"the {param} has too many pixels", param=param) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InvalidRequest(f"the {param} is not an image this server reads (PNG, JPEG, WebP, GIF, BMP)",
-                             param=param) from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InputTooLarge(f"the {param} is {width}x{height}: more than {max_pixels} pixels", param=param)
-    try:
-        image.load()
-    except Image.DecompressionBombError:
-        raise InputTooLarge(f"the {param} has too many pixels", param=param) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
-        raise InvalidRequest(f"the {param} is truncated or corrupt", param=param) from None
-    return image
 
 
 def data_url(picture: Picture) -> str:

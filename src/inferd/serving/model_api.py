@@ -26,6 +26,16 @@ SCHEMAS: dict[Task, dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
     },
     Task.RERANKER: {"default": (inference.RerankerIn, inference.RerankerOut)},
     Task.TEXT_GENERATION: {"default": (inference.TextGenerationIn, inference.TextGenerationOut)},
+    Task.AUTOMATIC_SPEECH_RECOGNITION: {"default": (inference.SpeechRecognitionIn, inference.SpeechRecognitionOut)},
+    Task.TEXT_TO_SPEECH: {"default": (inference.TextToSpeechIn, inference.TextToSpeechOut)},
+    Task.TEXT_TO_IMAGE: {
+        "default": (inference.TextToImageIn, inference.TextToImageOut),
+        "openai-images": (openai.ImageGenerationRequest, openai.ImagesResponse),
+    },
+    Task.IMAGE_CLASSIFICATION: {"default": (inference.ImageClassificationIn, inference.ImageClassificationOut)},
+    Task.ZERO_SHOT_IMAGE_CLASSIFICATION: {
+        "default": (inference.ZeroShotImageClassificationIn, inference.ImageClassificationOut)},
+    Task.OBJECT_DETECTION: {"default": (inference.ObjectDetectionIn, inference.ObjectDetectionOut)},
 }
 
 

@@ -57,7 +57,8 @@ def infinity_models(pool: ModelPool) -> dict:
             "owned_by": "infinity",
             "created": _CREATED,
             "backend": spec.backend,
-            "capabilities": _INFINITY_CAPABILITIES[spec.task],
+            "capabilities": _INFINITY_CAPABILITIES[spec.task] + (
+                ["image_embed"] if "image" in getattr(getattr(engine, "backend", None), "modalities", ()) else []),
             "stats": {**engine.stats()},
         })
     return {"object": "list", "data": data}

@@ -15,7 +15,8 @@ from inferd.backends.base import ImageBatchKey, ImageRequest
 from inferd.catalog import load_catalog
 from inferd.catalog.catalog import Catalog
 from inferd.errors import InputTooLarge, InvalidRequest
-from inferd.serving.images import ImageQuery, ImageService, _quality_steps, decode_image
+from inferd.serving.image_inputs import decode_image
+from inferd.serving.images import ImageQuery, ImageService, _quality_steps
 from inferd.settings import Settings
 
 
