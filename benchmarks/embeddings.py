@@ -200,6 +200,12 @@ def round_robin_bodies(corpus: list[str], per_request: int):
 
 # --- servers: start, wait until ready, stop ----------------------------------------------------
 
+def inferd_command(port: int, catalog: Path, data_dir: Path) -> list[str]:
+    """`inferd serve` without accounts, on a catalog, as the benchmarks start it."""
+    return [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--no-auth", "--port", str(port), "--catalog",
+            str(catalog), "--data-dir", str(data_dir)]
+
+
 def save_results(kind: str, data: dict) -> Path:
     """``data`` as JSON in .bench/results/KIND-<UTC timestamp>.json."""
     out = REPO / ".bench" / "results"

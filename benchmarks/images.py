@@ -35,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from embeddings import REPO, free_port, inferd_ready, save_results, start_server, stop_server  # noqa: E402
+from embeddings import REPO, free_port, inferd_command, inferd_ready, save_results, start_server, stop_server  # noqa: E402
 
 SPEC = REPO / "benchmarks" / "pipelines" / "bk-sdm-tiny-random"
 CACHE = REPO / ".bench" / "cache"
@@ -130,8 +130,7 @@ def main(argv=None) -> int:
                 "id": "bench/sd", "task": "text-to-image", "backend": "diffusers", "source": str(path),
                 "limits": {"max_batch_size": args.clients, "queue_size": 1024}}]}))
             plans.append({"name": "inferd", "port": port, "health": inferd_ready, "path": "/v1/inference/bench/sd",
-                          "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--no-auth", "--port",
-                                      str(port), "--catalog", str(catalog), "--data-dir", str(work / "inferd")],
+                          "command": inferd_command(port, catalog, work / "inferd"),
                           "env": {"INFERD_TORCH_THREADS": str(args.threads)}})
         if "plain" in systems:
             port = free_port()

@@ -35,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from embeddings import REPO, free_port, inferd_ready, save_results, start_server, stop_server  # noqa: E402
+from embeddings import REPO, free_port, inferd_command, inferd_ready, save_results, start_server, stop_server  # noqa: E402
 
 MODEL = REPO / ".bench" / "cache" / "clip-vit-b32-random"
 
@@ -157,8 +157,7 @@ def main(argv=None) -> int:
             "id": "bench/clip", "task": "embeddings", "backend": "clip", "source": str(path),
             "limits": {"max_batch_size": 64, "max_batch_tokens": 65536, "queue_size": 4096}}]}))
         try:
-            proc = start_server("inferd", [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--no-auth", "--port",
-                                           str(port), "--catalog", str(catalog), "--data-dir", str(work / "inferd")],
+            proc = start_server("inferd", inferd_command(port, catalog, work / "inferd"),
                                 work / "inferd.log", f"http://127.0.0.1:{port}/health", inferd_ready, 300)
         except RuntimeError as exc:
             print(f"  inferd failed to start: {exc}")

@@ -36,11 +36,9 @@ async def embeddings(
     if body.modality == "audio":
         raise UnsupportedInput("modality 'audio' is not supported by this server", param="modality")
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    if body.modality == "image":  # data URLs or base64 (URLs where the server fetches them)
-        query = EmbedQuery(model=body.model, inputs=[], images=inputs, dimensions=body.dimensions,
-                           image_param="modality")
-    else:
-        query = EmbedQuery(model=body.model, inputs=inputs, dimensions=body.dimensions)
+    images = body.modality == "image"  # data URLs or base64 (URLs where the server fetches them)
+    query = EmbedQuery(model=body.model, inputs=[] if images else inputs, images=inputs if images else (),
+                       dimensions=body.dimensions, image_param="modality")
     result = await cancellable(request, state.embeddings.embed(query, ctx))
     return FastJSONResponse(infinity_body(result, body.encoding_format, ctx))
 

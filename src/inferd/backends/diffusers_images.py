@@ -50,6 +50,7 @@ class DiffusersBackend(ImageGenerationBackend):
             except (ValueError, KeyError, AttributeError) as exc:  # no such pipeline for this model family
                 log.info("model %s has no %s pipeline: %s", self.spec.id, mode, exc)
         self.modes = frozenset(self.pipes)
+        self._accepts = {mode: set(inspect.signature(p.__call__).parameters) for mode, p in self.pipes.items()}
         scale = getattr(pipe, "vae_scale_factor", 8)
         sample = getattr(getattr(pipe, "unet", None) or getattr(pipe, "transformer", None), "config", None)
         sample_size = getattr(pipe, "default_sample_size", None) or getattr(sample, "sample_size", None)
@@ -58,13 +59,12 @@ class DiffusersBackend(ImageGenerationBackend):
         self.size_multiple = max(8, scale * (2 if hasattr(pipe, "transformer") else 1))
         self.default_steps = int(self.options.get("default_steps") or extra.get("default_steps") or 25)
         self.default_guidance = float(self.options.get("default_guidance", 7.5))
+        own = type(pipe.scheduler)
         self._scheduler_config = pipe.scheduler.config
-        self._schedulers = {pipe.scheduler.__class__.__name__: pipe.scheduler}
-        compatible = getattr(pipe.scheduler, "compatibles", [])
-        self._scheduler_classes = {cls.__name__: cls for cls in compatible}
-        self._scheduler_classes[pipe.scheduler.__class__.__name__] = pipe.scheduler.__class__
+        self._schedulers = {own.__name__: pipe.scheduler}
+        self._scheduler_classes = {cls.__name__: cls for cls in [*getattr(pipe.scheduler, "compatibles", []), own]}
         self.schedulers = tuple(sorted(self._scheduler_classes))
-        self._default_scheduler = pipe.scheduler.__class__.__name__
+        self._default_scheduler = own.__name__
         self.safety = str(self.options.get("safety", "open-nsfw"))
         self.threshold = float(self.options.get("nsfw_threshold", 0.8))
         self._scorer = None
@@ -98,7 +98,7 @@ class DiffusersBackend(ImageGenerationBackend):
                 generators.append(torch.Generator("cpu").manual_seed((request.seed + i) % 2**63))
                 images.append(request.image)
                 masks.append(request.mask)
-        accepted = inspect.signature(pipe.__call__).parameters
+        accepted = self._accepts[key.mode]
         kwargs: dict = {"prompt": prompts, "num_inference_steps": key.steps, "guidance_scale": key.guidance,
                         "generator": generators}
         if any(negatives) and "negative_prompt" in accepted:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inferd.backends.vision import ImageModelBackend, ImagePreprocessor
+from inferd.backends.vision import ImageModelBackend, ImagePreprocessor, config_labels
 
 
 class ImageClassifierBackend(ImageModelBackend):
@@ -24,14 +24,11 @@ class ImageClassifierBackend(ImageModelBackend):
         self.model = AutoModelForImageClassification.from_pretrained(str(path), dtype=torch.float32).eval()
         self.images = ImagePreprocessor(path)
         config = self.model.config
-        self.labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+        self.labels = config_labels(config)
         self.multi_label = config.problem_type == "multi_label_classification"
         self.dimensions = len(self.labels)
         side = self.images(self.probe_input().image).shape[-1]
         self.image_tokens = self.context_length = max(1, (side // 16) ** 2)
-
-    def preprocess(self, image) -> np.ndarray:
-        return self.images(image)
 
     def forward(self, batch: Sequence) -> np.ndarray:
         import torch

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inferd.backends.vision import ImageModelBackend, ImagePreprocessor
+from inferd.backends.vision import ImageModelBackend, ImagePreprocessor, config_labels
 
 
 class ObjectDetectorBackend(ImageModelBackend):
@@ -29,15 +29,12 @@ class ObjectDetectorBackend(ImageModelBackend):
         self.model = AutoModelForObjectDetection.from_pretrained(str(path), dtype=torch.float32).eval()
         self.images = ImagePreprocessor(path)
         config = self.model.config
-        self.labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+        self.labels = config_labels(config)
         self.takes_mask = "pixel_mask" in inspect.signature(self.model.forward).parameters
         probe = self.model(pixel_values=torch.from_numpy(self.images(self.probe_input().image)[None]))
         self.queries, self.classes = probe.logits.shape[1], probe.logits.shape[2]
         self.dimensions = self.queries * (self.classes + 4)
         self.image_tokens = self.context_length = 256
-
-    def preprocess(self, image) -> np.ndarray:
-        return self.images(image)
 
     def forward(self, batch: Sequence) -> np.ndarray:
         if self.takes_mask:  # one pass, padded to the largest image, the mask saying what is image

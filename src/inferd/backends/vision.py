@@ -14,6 +14,11 @@ from inferd.backends.base import EncoderBackend, EncoderInput, ImageInput, Token
 from inferd.errors import UnsupportedInput
 
 
+def config_labels(config) -> list[str]:
+    """A transformers model's class names, in index order."""
+    return [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+
+
 def output_tensor(out):
     """transformers 5 returns model outputs from ``get_*_features``: the embedding is ``pooler_output``."""
     return out if hasattr(out, "numpy") else out.pooler_output
@@ -33,15 +38,17 @@ class ImagePreprocessor:
 
 
 class ImageModelBackend(EncoderBackend):
-    """A model that takes images only; each weighs ``image_tokens`` in a batch."""
+    """A model that takes images only; each weighs ``image_tokens`` in a batch. ``preprocess`` is
+    the checkpoint's own image processor (``self.images``) unless a backend has its own."""
 
     modalities = frozenset({"image"})
     normalizes = False
     vocab_size = 0
     image_tokens: int
+    images: ImagePreprocessor
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        raise NotImplementedError
+        return self.images(image)
 
     def tokenize(self, inputs: Sequence[EncoderInput]) -> list[Tokenized]:
         out = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Sequence
@@ -10,13 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferd.backends.base import ImageInput
 from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest, UnsupportedInput
 from inferd.serving.context import RequestContext
-from inferd.serving.image_inputs import decode_image, image_bytes
+from inferd.serving.image_inputs import load_image
 from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
@@ -53,15 +51,11 @@ class EmbeddingService:
         assert isinstance(engine, EncoderEngine)
         async with self._meter.track(ctx, engine.ref) as metered:
             self._validate(query, engine)
-            inputs = list(query.inputs) + [await self._image(value) for value in query.images]
+            inputs = list(query.inputs) + [await load_image(value, self._settings) for value in query.images]
             result = await engine.embed(inputs)
             vectors = _postprocess(result.embeddings, query, engine.backend.normalizes)
             charge = metered.charge(Units(input_tokens=result.input_tokens))
         return Embedded(engine.ref, vectors, result.input_tokens, charge)
-
-    async def _image(self, value) -> ImageInput:
-        data = await image_bytes(value, self._settings, "image")
-        return ImageInput(await asyncio.to_thread(decode_image, data, self._settings.max_image_pixels, "image"))
 
     def _validate(self, query: EmbedQuery, engine: EncoderEngine) -> None:
         inputs = query.inputs

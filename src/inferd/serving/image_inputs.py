@@ -4,12 +4,20 @@ an http(s) URL when the ``fetch_image_urls`` setting allows fetching) and how th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 
+from inferd.backends.base import ImageInput
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.settings import Settings
+
+
+async def load_image(value, settings: Settings, param: str = "image") -> ImageInput:
+    """A request's image, fetched or decoded from base64 and then decoded off the event loop."""
+    data = await image_bytes(value, settings, param)
+    return ImageInput(await asyncio.to_thread(decode_image, data, settings.max_image_pixels, param))
 
 
 async def image_bytes(value, settings: Settings, param: str = "image") -> bytes:
@@ -71,5 +79,3 @@ def decode_image(data: bytes, max_pixels: int, param: str):
     except (OSError, ValueError, SyntaxError, EOFError):
         raise InvalidRequest(f"the {param} is truncated or corrupt", param=param) from None
     return image
-
-

@@ -54,7 +54,6 @@ class ImageQuery:
 
 @dataclass(slots=True)
 class Generated:
-    ref: ModelRef
     pictures: list[Picture]
     seed: int
     prompt: str
@@ -84,7 +83,7 @@ class ImageService:
         async with self._meter.track(ctx, engine.ref) as metered:
             pictures = await engine.generate(key, request)
             charge = metered.charge(units)
-        return Generated(engine.ref, pictures, request.seed, request.prompt, units.input_tokens, charge)
+        return Generated(pictures, request.seed, request.prompt, units.input_tokens, charge)
 
     # ------------------------------------------------------------------ checks
     async def _check(self, query: ImageQuery, engine: ImageEngine) -> tuple[ImageBatchKey, ImageRequest]:
@@ -181,15 +180,18 @@ def _alpha(image):
     return None
 
 
+def _b64(picture: Picture) -> str:
+    return base64.b64encode(picture.png).decode()
+
+
 def data_url(picture: Picture) -> str:
-    return "data:image/png;base64," + base64.b64encode(picture.png).decode()
+    return "data:image/png;base64," + _b64(picture)
 
 
 def openai_body(generated: Generated, response_format: str) -> dict:
     data = []
     for picture in generated.pictures:
-        item = {"url": data_url(picture)} if response_format == "url" else \
-            {"b64_json": base64.b64encode(picture.png).decode()}
+        item = {"url": data_url(picture)} if response_format == "url" else {"b64_json": _b64(picture)}
         data.append({**item, "revised_prompt": generated.prompt})
     tokens = generated.prompt_tokens
     return {

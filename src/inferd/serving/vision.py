@@ -4,18 +4,16 @@ Images from many requests share the engine's batches; each is decoded off the ev
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import numpy as np
 
-from inferd.backends.base import ImageInput
-from inferd.catalog import ModelRef, Task, Units
+from inferd.catalog import Task, Units
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
-from inferd.serving.image_inputs import decode_image, image_bytes
+from inferd.serving.image_inputs import load_image
 from inferd.serving.metering import Charge, Meter, inference_status
 from inferd.settings import Settings
 
@@ -34,7 +32,6 @@ class VisionQuery:
 
 @dataclass(slots=True)
 class Seen:
-    ref: ModelRef
     results: list[dict]
     input_tokens: int
     charge: Charge
@@ -46,16 +43,12 @@ class VisionService:
         self._meter = meter
         self._settings = settings
 
-    async def image(self, value, param: str = "image") -> ImageInput:
-        data = await image_bytes(value, self._settings, param)
-        return ImageInput(await asyncio.to_thread(decode_image, data, self._settings.max_image_pixels, param))
-
     async def _run(self, task: Task, query: VisionQuery, ctx: RequestContext, texts: list[str] = ()):
         engine = self._pool.get(query.model, query.version, task)
         engine.ensure_ready()
         assert isinstance(engine, EncoderEngine)
         async with self._meter.track(ctx, engine.ref) as metered:
-            image = await self.image(query.image)
+            image = await load_image(query.image, self._settings)
             result = await engine.embed([image, *texts])
             charge = metered.charge(Units(input_tokens=result.input_tokens))
         return engine, image, result, charge
@@ -73,7 +66,7 @@ class VisionService:
             scores /= scores.sum()
         order = np.argsort(-scores)[: query.top_k or len(scores)]
         results = [{"label": backend.labels[i], "score": float(scores[i])} for i in order]
-        return Seen(engine.ref, results, result.input_tokens, charge)
+        return Seen(results, result.input_tokens, charge)
 
     async def zero_shot(self, query: VisionQuery, ctx: RequestContext) -> Seen:
         labels = query.labels or []
@@ -85,7 +78,7 @@ class VisionService:
         scores = engine.backend.zero_shot(result.embeddings[0], result.embeddings[1:])
         order = np.argsort(-scores, kind="stable")
         results = [{"label": labels[i], "score": float(scores[i])} for i in order]
-        return Seen(engine.ref, results, result.input_tokens, charge)
+        return Seen(results, result.input_tokens, charge)
 
     async def detect(self, query: VisionQuery, ctx: RequestContext) -> Seen:
         if not 0 <= query.threshold <= 1:
@@ -93,7 +86,7 @@ class VisionService:
         engine, image, result, charge = await self._run(Task.OBJECT_DETECTION, query, ctx)
         width, height = image.image.size
         results = engine.backend.detections(result.embeddings[0], width, height, query.threshold)
-        return Seen(engine.ref, results, result.input_tokens, charge)
+        return Seen(results, result.input_tokens, charge)
 
 
 def native_body(seen: Seen, ctx: RequestContext) -> dict:
