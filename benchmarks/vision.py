@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                                       args.warmup))
             rows.append({"system": "inferd", **result})
             print(f"  inferd {args.clients} x {args.images}: {result['images_per_s']:6.1f} images/s "
-                  f"(p50 {result['p50_s']:.2f} s, {result['errors']} errors)", flush=True)
+                  f"(p50 {result['p50_s'] or float('nan'):.2f} s, {result['errors']} errors)", flush=True)
             failed = result["errors"] > 0
         finally:
             stop_server(proc)
