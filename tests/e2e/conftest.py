@@ -87,16 +87,21 @@ class RemoteServer:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def embeddings_only_catalog(path: Path) -> Path:
-    """The default catalog without its LLM: for servers that test the platform, not generation."""
+def default_catalog_of(path: Path, task: str) -> Path:
+    """The default catalog's models of one task, written to ``path``."""
     import yaml
 
     from importlib import resources
 
     data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    data["models"] = [m for m in data["models"] if m["task"] == "embeddings"]
+    data["models"] = [m for m in data["models"] if m["task"] == task]
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def embeddings_only_catalog(path: Path) -> Path:
+    """The default catalog without its LLM: for servers that test the platform, not generation."""
+    return default_catalog_of(path, "embeddings")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import httpx
 import psutil
 
 from tests.conftest import MINILM
-from tests.e2e.conftest import RemoteServer, embeddings_only_catalog
+from tests.e2e.conftest import RemoteServer, default_catalog_of, embeddings_only_catalog
 
 
 def group_alive(pgid: int) -> bool:
@@ -41,7 +41,8 @@ def wait_for_vllm(server: RemoteServer, timeout: float = 240) -> int:
 
 
 def test_sigterm_while_vllm_loads_ends_every_process_of_the_server(tmp_path):
-    server = RemoteServer(tmp_path)
+    # the default catalog's LLM alone: its vLLM starts without waiting for the other models to load
+    server = RemoteServer(tmp_path, "--catalog", str(default_catalog_of(tmp_path / "catalog.yaml", "text-generation")))
     pgid = wait_for_vllm(server)
     time.sleep(2)  # loading the weights / compiling
     started = time.monotonic()
@@ -54,7 +55,7 @@ def test_sigterm_while_vllm_loads_ends_every_process_of_the_server(tmp_path):
 
 
 def test_a_server_killed_outright_leaves_no_process_behind(tmp_path):
-    server = RemoteServer(tmp_path)
+    server = RemoteServer(tmp_path, "--catalog", str(default_catalog_of(tmp_path / "catalog.yaml", "text-generation")))
     pgid = wait_for_vllm(server)
     os.kill(server.pid, signal.SIGKILL)  # as the kernel's OOM killer would
     server.process.wait(60)

@@ -1,6 +1,5 @@
 """Health, metrics, OpenAPI docs, usage records, request ids."""
 
-import pytest
 
 from sqlalchemy import select
 

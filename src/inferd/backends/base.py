@@ -205,6 +205,24 @@ class Voice:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n{2,}")
+_CLAUSE_END = re.compile(r"(?<=[,;:、，；：])\s+")
+# a first sentence longer than this is cut at its first clause pause that leaves both halves at
+# least FRAGMENT_MIN_CHARS long: the first audio of a stream is then made in about half the time
+# (Piper, 2 cores: 410 ms for "The weather is lovely today, so we are going to the beach.", 200 ms
+# for its first clause), as streaming TTS servers do (RealtimeTTS's fast_sentence_fragment)
+FIRST_FRAGMENT_CHARS = 40
+FRAGMENT_MIN_CHARS = 12
+
+
+def first_fragment(sentences: list[str]) -> list[str]:
+    """``sentences`` with a long first sentence cut in two at its first clause pause, if any."""
+    if not sentences or len(sentences[0]) <= FIRST_FRAGMENT_CHARS:
+        return sentences
+    head = sentences[0]
+    for match in _CLAUSE_END.finditer(head):
+        if match.start() >= FRAGMENT_MIN_CHARS and len(head) - match.end() >= FRAGMENT_MIN_CHARS:
+            return [head[: match.start()], head[match.end():], *sentences[1:]]
+    return sentences
 
 
 class SpeechSynthesisBackend(Backend):
@@ -214,8 +232,9 @@ class SpeechSynthesisBackend(Backend):
     voices: list[Voice]
 
     def sentences(self, text: str) -> list[str]:
-        """The text cut where the voice pauses (sentence ends, blank lines), in order."""
-        return [p.strip() for p in _SENTENCE_END.split(text.strip()) if p.strip()]
+        """The text cut where the voice pauses (sentence ends, blank lines; a long first sentence
+        also at its first clause pause, see ``first_fragment``), in order."""
+        return first_fragment([p.strip() for p in _SENTENCE_END.split(text.strip()) if p.strip()])
 
     @abstractmethod
     def synthesize(self, sentence: str, voice: str, speed: float) -> np.ndarray:

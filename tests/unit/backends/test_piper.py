@@ -31,6 +31,11 @@ def test_sentences_and_speech(piper):
     assert piper.sentences(" Hello there!  How are you?\n\nNew part\n\nand more ") == [
         "Hello there!", "How are you?", "New part", "and more"]
     assert piper.sentences("One. Two? Three!") == ["One.", "Two?", "Three!"]
+    # a long first sentence streams its first clause first; later sentences stay whole
+    long = "The weather is lovely today, so we are going to the beach."
+    assert piper.sentences(f"{long} {long}") == ["The weather is lovely today,", "so we are going to the beach.", long]
+    assert piper.sentences("Yes, we are going to the beach together today.") == [
+        "Yes, we are going to the beach together today."]  # "Yes," is too short a clause to speak alone
     assert piper.voices[0].id == "en_US-joe-medium" and piper.sample_rate == 22050
     one = piper.synthesize("Hello there.", piper.voices[0].id, 1.0)
     fast = piper.synthesize("Hello there.", piper.voices[0].id, 2.0)
