@@ -89,8 +89,11 @@ async def test_a_killed_vllm_engine_process_fails_waiting_requests_with_503_and_
     body = {"model": "tiny-vllm", "messages": HI, "max_tokens": 200, "ignore_eos": True}
     waiting = [asyncio.create_task(sup.client.post(CHAT, json=body)) for _ in range(4)]
     await asyncio.sleep(0.3)
-    cores = [p for p in psutil.Process(os.getpid()).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())
+    # this app's engine process is a child of the test's own process (the vLLM engines of servers other
+    # tests started are their grandchildren, and stay alive), with its workers under it
+    cores = [p for p in psutil.Process(os.getpid()).children() if "EngineCore" in " ".join(p.cmdline())
              or p.name().startswith("VLLM")]
+    cores += [child for p in cores for child in p.children(recursive=True)]
     assert cores, "no vLLM engine process found"
     killed = time.monotonic()
     for process in cores:
