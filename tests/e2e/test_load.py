@@ -144,5 +144,5 @@ def test_ten_times_the_queue_gets_200_or_429_and_health_stays_fast(small_queue_s
     # the worst probe: a full GC over the loaded models' heap stalled the loop 420-480 ms (gc.freeze), and a
     # burst of 640 request starts in one turn of the loop ~190 ms (api/pacing.py), both on the fastest machine
     # here. What is left is the event loop accepting 640 connections and parsing their requests (asyncio and
-    # uvicorn's protocol, before any of inferd's code): one probe in ~50 at 30-280 ms on a slow CI machine.
+    # uvicorn's protocol, before any of inferd's code): the worst of 56 probes took 277 ms on the CI machine.
     assert health[-1] < 0.4
