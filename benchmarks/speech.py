@@ -265,6 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-batch", type=int, default=16)
+    parser.add_argument("--inferd-batch", type=int, default=16, help="inferd's max_batch_size for whisper")
     parser.add_argument("--tts-clients", type=int, default=8)
     parser.add_argument("--tts-rounds", type=int, default=2)
     parser.add_argument("--parts", default="stt,tts", help="stt, tts or both")
@@ -293,7 +294,7 @@ def main(argv=None) -> int:
             catalog = work / "catalog.yaml"
             catalog.write_text(yaml.safe_dump({"models": [{
                 "id": "bench/whisper", "task": "automatic-speech-recognition", "backend": "faster-whisper",
-                "source": str(path), "limits": {"max_batch_size": 16, "queue_size": 4096},
+                "source": str(path), "limits": {"max_batch_size": args.inferd_batch, "queue_size": 4096},
                 "options": {"compute_type": "int8", "beam_size": args.beam}}]}))
             plans.append({"name": "inferd", "port": port, "health": inferd_ready, "command": [
                 str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--no-auth", "--port", str(port), "--catalog",
