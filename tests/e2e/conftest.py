@@ -87,16 +87,26 @@ class RemoteServer:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def default_catalog_of(path: Path, task: str) -> Path:
-    """The default catalog's models of one task, written to ``path``."""
+def default_models(*tasks: str) -> list[dict]:
+    """The embedded default catalog's model entries (those of ``tasks`` only, when named)."""
     import yaml
 
     from importlib import resources
 
     data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    data["models"] = [m for m in data["models"] if m["task"] == task]
-    path.write_text(yaml.safe_dump(data))
+    return [m for m in data["models"] if not tasks or m["task"] in tasks]
+
+
+def write_catalog(path: Path, models: list[dict]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"models": models}))
     return path
+
+
+def default_catalog_of(path: Path, *tasks: str) -> Path:
+    """The default catalog's models of ``tasks``, written to ``path``."""
+    return write_catalog(path, default_models(*tasks))
 
 
 def embeddings_only_catalog(path: Path) -> Path:

@@ -40,9 +40,13 @@ def wait_for_vllm(server: RemoteServer, timeout: float = 240) -> int:
     raise TimeoutError(server.log())
 
 
+def llm_only_server(tmp_path) -> RemoteServer:
+    """The default catalog's LLM alone: its vLLM starts without waiting for the other models to load."""
+    return RemoteServer(tmp_path, "--catalog", str(default_catalog_of(tmp_path / "catalog.yaml", "text-generation")))
+
+
 def test_sigterm_while_vllm_loads_ends_every_process_of_the_server(tmp_path):
-    # the default catalog's LLM alone: its vLLM starts without waiting for the other models to load
-    server = RemoteServer(tmp_path, "--catalog", str(default_catalog_of(tmp_path / "catalog.yaml", "text-generation")))
+    server = llm_only_server(tmp_path)
     pgid = wait_for_vllm(server)
     time.sleep(2)  # loading the weights / compiling
     started = time.monotonic()
@@ -55,7 +59,7 @@ def test_sigterm_while_vllm_loads_ends_every_process_of_the_server(tmp_path):
 
 
 def test_a_server_killed_outright_leaves_no_process_behind(tmp_path):
-    server = RemoteServer(tmp_path, "--catalog", str(default_catalog_of(tmp_path / "catalog.yaml", "text-generation")))
+    server = llm_only_server(tmp_path)
     pgid = wait_for_vllm(server)
     os.kill(server.pid, signal.SIGKILL)  # as the kernel's OOM killer would
     server.process.wait(60)

@@ -9,14 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import httpx
-import yaml
 
 from tests.conftest import REPO
-from tests.e2e.conftest import RemoteServer
+from tests.e2e.conftest import RemoteServer, default_models, write_catalog
 
 EXAMPLES = int(os.environ.get("INFERD_FUZZ_EXAMPLES", "75"))  # per operation (4m15 at 150 here, 2m30 at 100)
 
@@ -25,13 +23,10 @@ def fuzz_catalog(path: Path, tiny_lm: Path) -> Path:
     """The default catalog's encoders, and a tiny random Llama (context 128: the longest answers of
     the fuzzed requests, a third of the campaign's server time at 256, are not what it tests) for
     generation."""
-    data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    data["models"] = [m for m in data["models"] if m["task"] != "text-generation"] + [{
+    return write_catalog(path, [m for m in default_models() if m["task"] != "text-generation"] + [{
         "id": "tiny", "task": "text-generation", "backend": "transformers", "source": str(tiny_lm),
         "limits": {"context_length": 128, "max_batch_size": 16, "queue_size": 64},
-    }]
-    path.write_text(yaml.safe_dump(data))
-    return path
+    }])
 
 
 def test_fuzzing_every_route_finds_no_server_error(tmp_path, tiny_lm_dir):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import MINILM, REPO
-from tests.e2e.conftest import RemoteServer
+from tests.e2e.conftest import RemoteServer, default_models, write_catalog
 
 
 PROBE = str(REPO / "benchmarks" / "probe.py")  # GET a URL every 50 ms, print each round trip
@@ -30,21 +30,15 @@ SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 def small_queue_server(tmp_path_factory):
     """The default catalog's three tasks with small queues, so 10x the queue is a load a test can
     send: MiniLM and the reranker queue 64 inputs; SmolLM2 on vLLM runs 8 and queues 8."""
-    from importlib import resources
-
-    import yaml
-
     tmp = tmp_path_factory.mktemp("load")
-    data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    data["models"] = [m for m in data["models"] if m["task"] in ("embeddings", "reranker", "text-generation")]
-    for model in data["models"]:
+    models = default_models("embeddings", "reranker", "text-generation")
+    for model in models:
         if model["task"] == "text-generation":
             model["limits"].update(max_batch_size=8, queue_size=8)
             model["options"].update(kv_cache_gib=1, enforce_eager=True)  # no compile: a shorter start
         else:
             model["limits"]["queue_size"] = 64
-    path = tmp / "catalog.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_catalog(tmp / "catalog.yaml", models)
     server = RemoteServer(tmp, "--catalog", str(path)).wait_ready()
     yield server
     server.stop()

@@ -10,10 +10,9 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.conftest import TEST_CACHE
-from tests.e2e.conftest import RemoteServer
+from tests.e2e.conftest import RemoteServer, default_models, write_catalog
 from tests.e2e.test_clients import curl, has_curl  # noqa: F401
 from tests.vision import build_tiny_clip, build_tiny_vit_classifier, build_tiny_yolos, encoded, noise, photo
 
@@ -23,18 +22,14 @@ def vision_server(tmp_path_factory):
     root = TEST_CACHE / "vision"
     clip, vit, yolos = (build_tiny_clip(root / "tiny-clip"), build_tiny_vit_classifier(root / "tiny-vit"),
                         build_tiny_yolos(root / "tiny-yolos"))
-    from importlib import resources
-
-    default = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    models = [m for m in default["models"] if m["task"] == "image-classification"] + [
+    models = default_models("image-classification") + [
         {"id": "test/tiny-clip", "task": "embeddings", "backend": "clip", "source": str(clip)},
         {"id": "test/tiny-clip-labels", "task": "zero-shot-image-classification", "backend": "clip", "source": str(clip)},
         {"id": "test/tiny-vit", "task": "image-classification", "backend": "image-classifier", "source": str(vit)},
         {"id": "test/tiny-yolos", "task": "object-detection", "backend": "object-detector", "source": str(yolos)},
     ]
     work = tmp_path_factory.mktemp("vision-server")
-    catalog = work / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({"models": models}))
+    catalog = write_catalog(work / "catalog.yaml", models)
     server = RemoteServer(work, "--catalog", str(catalog)).wait_ready()
     yield server
     server.stop()
