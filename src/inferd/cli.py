@@ -59,11 +59,32 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help="'text' or 'json' [env INFERD_LOG_FORMAT]")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request")] = False,
     worker: Annotated[bool, typer.Option("--worker", hidden=True, help="Run the server itself, unsupervised")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Serve: replicas per model, autoscaling "
+                                      "(`--ray ADDRESS` joins a cluster; alone, a local Ray). docs/scale-out.md")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="The Ray cluster to join (implies --ray) [env INFERD_RAY_ADDRESS]")] = None,
 ) -> None:
     """Start the server: load the catalog's models and serve every API on HOST:PORT.
 
     The server runs under a small supervisor: however it ends (SIGTERM/SIGINT, a crash, the
-    OOM killer), every process it started (vLLM's engine) ends with it."""
+    OOM killer), every process it started (vLLM's engine) ends with it. With --ray it runs as
+    a Ray Serve application instead (Ray starts and ends its own processes)."""
+    if ray or ray_address:
+        from inferd.catalog import CatalogError, load_catalog
+        from inferd.cluster.serve import run
+        from inferd.observability.logs import configure_logging
+
+        settings = build_settings(host=host, port=port, catalog=catalog, database_url=database_url,
+                                  data_dir=data_dir, auth=False if no_auth else None, infinity_prefix=infinity_prefix,
+                                  too_long=too_long, log_level=log_level, log_format=log_format,
+                                  access_log=True if access_log else None, ray_address=ray_address)
+        configure_logging(settings.log_level, settings.log_format)
+        try:
+            models = load_catalog(settings.catalog)
+        except CatalogError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        raise typer.Exit(run(settings, models))
     if not worker:
         import sys
 
@@ -309,7 +330,21 @@ def accounts_disable(
 
 
 def main() -> None:
+    import sys
+
+    sys.argv[1:] = ray_address_argument(sys.argv[1:])
     app()
+
+
+def ray_address_argument(args: list[str]) -> list[str]:
+    """``--ray ADDRESS`` (the issue's and Ray's own spelling) -> ``--ray-address ADDRESS``;
+    ``--ray`` alone stays the flag."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--ray" and not out[i + 1].startswith("-"):
+            out[i] = "--ray-address"
+            break
+    return out
 
 
 if __name__ == "__main__":

@@ -38,6 +38,15 @@ class InferdError(Exception):
     def status(self) -> int:
         return status_of(self)
 
+    def __reduce__(self):
+        # pickled whole (a model replica on Ray Serve raises it; the ingress answers it): the
+        # default would call the class with ``args`` alone and lose param and retry_after
+        return _rebuild, (type(self), self.message, self.param, self.retry_after)
+
+
+def _rebuild(cls: type[InferdError], message: str, param: str | None, retry_after: float | None) -> InferdError:
+    return cls(message, param=param, retry_after=retry_after)
+
 
 class InvalidRequest(InferdError):
     code = "invalid_request"

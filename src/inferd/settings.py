@@ -106,6 +106,24 @@ class Settings(BaseSettings):
     def threads_per_worker(self) -> int:
         return self.torch_threads or max(1, (os.cpu_count() or 1) // self.engine_workers)
 
+    # --- Ray Serve (inferd serve --ray)
+    ray_address: str | None = Field(
+        None, description="the Ray cluster to run on (`ray start --head` prints it; 'auto' finds the local one); "
+        "unset with --ray: a local Ray started for this server"
+    )
+    ray_ingress: Literal["local", "serve"] = Field(
+        "local", description="where HTTP is served with --ray: 'local', this process (uvicorn, one hop to a model's "
+        "replicas; run one per machine behind a load balancer); 'serve', an ingress deployment behind Ray Serve's "
+        "proxy (replicated by Ray; a hop more: docs/scale-out.md has the figures)"
+    )
+    ray_ingress_replicas: int = Field(
+        1, ge=1, description="replicas of the HTTP ingress (more than one needs PostgreSQL: shared limits)"
+    )
+    ray_request_timeout_s: float = Field(
+        600.0, gt=0, description="longest a call to a model's replicas may take (a replica that never comes up: 503)"
+    )
+    ray_dashboard: bool = Field(True, description="start Ray's dashboard with a local Ray (port 8265)")
+
     # --- logging
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -38,3 +38,14 @@ def test_subclasses_come_before_their_parents_in_the_table():
     for cls, _ in errors.STATUS_TABLE:
         assert not any(issubclass(cls, earlier) for earlier in seen), cls
         seen.append(cls)
+
+
+def test_an_error_survives_pickling_whole():
+    # a model replica on Ray Serve raises it, the ingress answers it: param and retry_after stay
+    import pickle
+
+    for error in (errors.Overloaded("full", retry_after=3), errors.InvalidRequest("bad", param="input")):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert (back.message, back.param, back.retry_after, back.status) == \
+            (error.message, error.param, error.retry_after, error.status)

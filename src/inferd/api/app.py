@@ -22,7 +22,7 @@ from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
 from inferd.catalog import Catalog, load_catalog
-from inferd.engine.pool import ModelPool
+from inferd.engine.pool import EngineFactory, ModelPool, build_engine
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
@@ -39,14 +39,15 @@ from inferd.settings import Settings
 log = logging.getLogger("inferd")
 
 
-def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
-    """Construct every part (no I/O, no model loading: that happens at start-up)."""
+def build_state(settings: Settings, catalog: Catalog | None = None, engines: EngineFactory | None = None) -> AppState:
+    """Construct every part (no I/O, no model loading: that happens at start-up). ``engines``
+    builds each model's engine (default: loaded in this process)."""
     catalog = catalog if catalog is not None else load_catalog(settings.catalog)
     db = Database(settings.resolved_database_url())
     metrics = Metrics()
     usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch,
                           journal=settings.data_dir / "usage-journal.jsonl")
-    pool = ModelPool(catalog, settings, metrics)
+    pool = ModelPool(catalog, settings, metrics, engines or build_engine)
     spending = SpendLedger(db, usage.flush, settings.token_cache_ttl_s)
     if settings.shared_limits():
         slots = SharedSlots(db, settings.limit_lease_s)
@@ -81,8 +82,8 @@ def build_state(settings: Settings, catalog: Catalog | None = None) -> AppState:
     )
 
 
-def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
-    state = build_state(settings, catalog)
+def create_app(settings: Settings, catalog: Catalog | None = None, engines: EngineFactory | None = None) -> FastAPI:
+    state = build_state(settings, catalog, engines)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -122,11 +122,18 @@ class RerankBackend(EncoderBackend):
     normalizes = False
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
-        """Raw scores -> relevance in [0, 1]; for logits (log-odds of relevance), the sigmoid."""
-        return 1.0 / (1.0 + np.exp(-raw))
+        return relevance(self.scoring, raw)
 
     def probe_input(self) -> EncoderInput:
         return RerankPair("hello", "hello " * 64) if self.scoring == "pairs" else super().probe_input()
+
+
+def relevance(scoring: str, raw: np.ndarray) -> np.ndarray:
+    """Raw rerank scores -> relevance in [0, 1]: for logits (``pairs``: log-odds of relevance) the
+    sigmoid; for cosines (``cosine``) (cosine + 1) / 2, in the cosine's order."""
+    if scoring == "cosine":
+        return np.clip((raw + 1.0) / 2.0, 0.0, 1.0)
+    return 1.0 / (1.0 + np.exp(-raw))
 
 
 def right_pad(batch: Sequence[Sequence[int]], pad_id: int):

@@ -6,14 +6,9 @@ already serve. Relevance = (cosine + 1) / 2, in [0, 1] and in the cosine's order
 
 from __future__ import annotations
 
-import numpy as np
-
 from inferd.backends.base import RerankBackend
 from inferd.backends.sentence_transformers import SentenceTransformerBackend
 
 
 class BiEncoderBackend(SentenceTransformerBackend, RerankBackend):
     scoring = "cosine"
-
-    def to_unit(self, raw: np.ndarray) -> np.ndarray:
-        return np.clip((raw + 1.0) / 2.0, 0.0, 1.0)

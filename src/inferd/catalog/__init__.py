@@ -2,12 +2,13 @@
 
 from inferd.catalog.catalog import Catalog, CatalogError, ModelRef, load_catalog, parse_catalog
 from inferd.catalog.pricing import Units, cost_nano_usd, nano_to_usd
-from inferd.catalog.spec import Limits, ModelSpec, Task, VersionSpec
+from inferd.catalog.spec import Limits, ModelSpec, Scaling, Task, VersionSpec
 
 __all__ = [
     "Catalog",
     "CatalogError",
     "Limits",
+    "Scaling",
     "ModelRef",
     "ModelSpec",
     "Task",

@@ -36,6 +36,29 @@ class Limits(BaseModel):
     max_inputs: int | None = Field(None, ge=1, description="inputs in one request")
 
 
+class Scaling(BaseModel):
+    """Replicas of a model on Ray Serve (``inferd serve --ray``); DeepInfra's deployment
+    settings use the same two names. One process serves one instance and only shows these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_instances: int = Field(1, ge=0, description="replicas always up; 0: none while idle (the first request waits)")
+    max_instances: int = Field(1, ge=1, description="replicas under load, at most")
+    target_ongoing_requests: float | None = Field(
+        None, gt=0, description="requests in flight per replica the autoscaler aims at (default: the model's "
+        "max_batch_size, so a replica's batches fill before another starts)")
+    upscale_delay_s: float = Field(30.0, ge=0, description="how long load stays high before a replica is added")
+    downscale_delay_s: float = Field(600.0, ge=0, description="how long load stays low before a replica goes")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs a replica asks Ray for (and its threads); default 1")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs a replica asks Ray for")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances {self.min_instances} is above max_instances {self.max_instances}")
+        return self
+
+
 class VersionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +83,7 @@ class ModelSpec(BaseModel):
     aliases: tuple[str, ...] = ()
     pricing: Pricing | None = None
     limits: Limits = Limits()
+    scaling: Scaling = Scaling()
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend")
     tags: tuple[str, ...] = ()
     description: str = ""

@@ -33,6 +33,8 @@ class EngineObserver(Protocol):
 
     def running(self, model: str, sequences: int) -> None: ...
 
+    def replica_answered(self, model: str, replica: str) -> None: ...
+
 
 class NullObserver:
     def batch_done(self, model: str, size: int, tokens: int, seconds: float) -> None:
@@ -42,6 +44,9 @@ class NullObserver:
         pass
 
     def running(self, model: str, sequences: int) -> None:
+        pass
+
+    def replica_answered(self, model: str, replica: str) -> None:
         pass
 
 
@@ -70,6 +75,11 @@ class Engine(ABC):
         if self.state is EngineState.LOADING:
             raise ModelNotReady(f"model {self.name} is loading; retry shortly", retry_after=5)
         raise ModelUnavailable(f"model {self.name} is unavailable: {self.error or self.state.value}")
+
+    async def ready(self) -> None:
+        """``ensure_ready`` for a request about to use this engine; an engine in another process
+        (a Ray Serve replica) may first wait, bounded, for what it needs to know of its model."""
+        self.ensure_ready()
 
     def check(self) -> str | None:
         """Why this READY engine can no longer serve (a dead loop, thread or engine process), or

@@ -29,9 +29,11 @@ import asyncio
 import logging
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +94,30 @@ def _item_length(item: _Item) -> int:
     return item.length
 
 
-class EncoderEngine(Engine):
+def cut_texts(tokenizer, texts: list[str], limit: int) -> list[str]:
+    out = []
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True):
+        out.append(text if len(ids) <= limit else tokenizer.decode(ids[:limit]))
+    return out
+
+
+class EncoderModel(Engine):
+    """What the serving layer sees of an encoder model, here or in a Ray Serve replica:
+    ``backend`` for its facts (``modalities``, ``normalizes``, ``vocab_size``, ``dimensions``;
+    rerankers ``scoring`` and ``to_unit``), ``embed`` and ``cut``."""
+
+    backend: Any
+
+    @abstractmethod
+    async def embed(self, inputs: Sequence[EncoderInput]) -> EncodeResult:
+        """One row per input, batched with other requests' inputs; raises Overloaded when full."""
+
+    @abstractmethod
+    async def cut(self, texts: Sequence[str], limit: int) -> list[str]:
+        """Each text cut to its first ``limit`` tokens (Cohere v2's max_tokens_per_doc)."""
+
+
+class EncoderEngine(EncoderModel):
     def __init__(
         self,
         ref: ModelRef,
@@ -228,6 +253,10 @@ class EncoderEngine(Engine):
                 job.remaining = 0
                 self.observer.queue_depth(self.name, self._queued)
         return EncodeResult(np.stack(rows), job.tokens)
+
+    async def cut(self, texts: Sequence[str], limit: int) -> list[str]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenize_pool, cut_texts, self.backend.tokenizer, list(texts), limit)
 
     def _retry_after(self) -> float:
         if self._throughput <= 0:

@@ -16,6 +16,7 @@ import gc
 import importlib
 import logging
 import os
+from collections.abc import Callable
 
 from inferd.backends import backend_class
 from inferd.backends.base import (EncoderBackend, ImageGenerationBackend, RerankBackend, SpeechRecognitionBackend,
@@ -35,7 +36,7 @@ RESTART_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 
 
-class _Unloadable(Engine):
+class Unloadable(Engine):
     """Stands in for a model whose source or backend could not even be set up."""
 
     def __init__(self, ref: ModelRef, error: str):
@@ -80,7 +81,7 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
             cache_dir=settings.resolved_cache_dir(),
         )
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
-        return _Unloadable(ref, f"{type(exc).__name__}: {exc}")
+        return Unloadable(ref, f"{type(exc).__name__}: {exc}")
     if isinstance(backend, _ENCODER_BACKENDS.get(ref.spec.task, ())):
         return EncoderEngine(
             ref,
@@ -100,7 +101,7 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
     if ref.spec.task is Task.TEXT_GENERATION and engine is not None:
         module, _, name = engine.partition(":")
         return getattr(importlib.import_module(module), name)(ref, backend, observer)
-    return _Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
+    return Unloadable(ref, f"backend {ref.spec.backend!r} cannot serve task {ref.spec.task.value!r}")
 
 
 def freeze_heap() -> None:
@@ -111,12 +112,19 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+EngineFactory = Callable[[ModelRef, Settings, EngineObserver], Engine]
+
+
 class ModelPool:
-    def __init__(self, catalog: Catalog, settings: Settings, observer: EngineObserver):
+    """The model host: ``build`` makes each catalog version's engine (``build_engine``: here, in
+    this process; ``cluster.remote.remote_engines``: in Ray Serve replicas)."""
+
+    def __init__(self, catalog: Catalog, settings: Settings, observer: EngineObserver,
+                 build: EngineFactory = build_engine):
         self.catalog = catalog
         self._engines: dict[str, Engine] = {}
         for ref in catalog.refs():
-            self._engines[ref.key] = build_engine(ref, settings, observer)
+            self._engines[ref.key] = build(ref, settings, observer)
         self._loading: asyncio.Task | None = None
         self._supervisor: asyncio.Task | None = None
         self._restarts: dict[str, asyncio.Task] = {}

@@ -37,6 +37,10 @@ class Metrics:
         self.running_seqs = Gauge(
             "inferd_running_sequences", "Sequences generating now per model", ["model"], registry=r
         )
+        self.replica_calls = Counter(
+            "inferd_replica_calls", "Calls answered by each Ray Serve replica of a model (inferd serve --ray)",
+            ["model", "replica"], registry=r,
+        )
         self.model_state = Gauge(
             "inferd_model_ready", "1 when the model is ready to serve", ["model", "version"], registry=r
         )
@@ -52,6 +56,9 @@ class Metrics:
 
     def running(self, model: str, sequences: int) -> None:
         self.running_seqs.labels(model).set(sequences)
+
+    def replica_answered(self, model: str, replica: str) -> None:
+        self.replica_calls.labels(model, replica).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferd.catalog import ModelRef, Task, Units
-from inferd.engine.encoder import EncoderEngine
+from inferd.engine.encoder import EncoderModel
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest, UnsupportedInput
 from inferd.serving.context import RequestContext
@@ -47,8 +47,8 @@ class EmbeddingService:
 
     async def embed(self, query: EmbedQuery, ctx: RequestContext) -> Embedded:
         engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS)
-        engine.ensure_ready()
-        assert isinstance(engine, EncoderEngine)
+        await engine.ready()
+        assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:
             self._validate(query, engine)
             inputs = list(query.inputs) + [await load_image(value, self._settings) for value in query.images]
@@ -57,7 +57,7 @@ class EmbeddingService:
             charge = metered.charge(Units(input_tokens=result.input_tokens))
         return Embedded(engine.ref, vectors, result.input_tokens, charge)
 
-    def _validate(self, query: EmbedQuery, engine: EncoderEngine) -> None:
+    def _validate(self, query: EmbedQuery, engine: EncoderModel) -> None:
         inputs = query.inputs
         modalities = engine.backend.modalities
         if query.images and "image" not in modalities:

@@ -77,7 +77,7 @@ class ImageService:
 
     async def generate(self, query: ImageQuery, ctx: RequestContext) -> Generated:
         engine = self.engine(query.model, query.version)
-        engine.ensure_ready()
+        await engine.ready()
         key, request = await self._check(query, engine)
         units = self._units(engine.ref, key, request, engine.backend.prompt_tokens(request.prompt))
         async with self._meter.track(ctx, engine.ref) as metered:

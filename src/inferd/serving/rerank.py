@@ -9,7 +9,6 @@ of their embeddings. The backend maps raw scores to relevance in [0, 1].
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferd.backends.base import RerankBackend, RerankPair
+from inferd.backends.base import RerankPair
 from inferd.catalog import ModelRef, Task, Units
-from inferd.engine.encoder import EncoderEngine
+from inferd.engine.encoder import EncoderModel
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
@@ -61,14 +60,14 @@ class RerankService:
 
     async def rerank(self, query: RerankQuery, ctx: RequestContext) -> Reranked:
         engine = self._pool.get(query.model, query.version, Task.RERANKER)
-        engine.ensure_ready()
-        assert isinstance(engine, EncoderEngine) and isinstance(engine.backend, RerankBackend)
+        await engine.ready()
+        assert isinstance(engine, EncoderModel)  # the pool serves rerankers with a RerankBackend's facts
         backend = engine.backend
         async with self._meter.track(ctx, engine.ref) as metered:
             queries = self._validate(query, engine)
             documents = list(query.documents)
             if query.max_tokens_per_doc is not None:
-                documents = await asyncio.to_thread(_cut_documents, backend, documents, query.max_tokens_per_doc)
+                documents = await engine.cut(documents, query.max_tokens_per_doc)
             if backend.scoring == "pairs":
                 pairs = [RerankPair(q, d, query.instruction) for q, d in zip(queries, documents, strict=True)]
                 result = await engine.embed(pairs)
@@ -84,7 +83,7 @@ class RerankService:
             charge = metered.charge(Units(input_tokens=result.input_tokens))
         return Reranked(engine.ref, scores, raw, result.input_tokens, charge)
 
-    def _validate(self, query: RerankQuery, engine: EncoderEngine) -> list[str]:
+    def _validate(self, query: RerankQuery, engine: EncoderModel) -> list[str]:
         """The query of each document; raises a clear 4xx for what cannot be scored."""
         documents = query.documents
         if not documents:
@@ -109,15 +108,6 @@ class RerankService:
         if any(not q.strip() for q in queries):
             raise InvalidRequest("the query must not be empty", param="query" if query.queries is None else "queries")
         return queries
-
-
-def _cut_documents(backend: RerankBackend, documents: list[str], limit: int) -> list[str]:
-    """Each document cut to its first ``limit`` tokens (Cohere v2's max_tokens_per_doc)."""
-    tokenizer = backend.tokenizer
-    out = []
-    for document, ids in zip(documents, tokenizer(documents, add_special_tokens=False)["input_ids"], strict=True):
-        out.append(document if len(ids) <= limit else tokenizer.decode(ids[:limit]))
-    return out
 
 
 # ---------------------------------------------------------------- dialect shapes

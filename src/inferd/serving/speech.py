@@ -151,7 +151,7 @@ class SpeechService:
         """The transcript as it grows: (transcript so far, the segments just added), chunk by chunk;
         the last item carries the charge."""
         engine = self._pool.get(query.model, query.version, Task.AUTOMATIC_SPEECH_RECOGNITION)
-        engine.ensure_ready()
+        await engine.ready()
         assert isinstance(engine, SpeechEngine)
         if query.temperature < 0 or query.temperature > 1:
             raise InvalidRequest("temperature must be between 0 and 1", param="temperature")

@@ -205,7 +205,7 @@ class SynthesisService:
         """Check the request; its audio then streams from ``Spoken.chunks`` (take the first chunk
         before answering: a full queue or a rate limit is then a status, not a broken stream)."""
         engine = self.engine(query.model, query.version)
-        engine.ensure_ready()
+        await engine.ready()
         text = query.text.strip() if isinstance(query.text, str) else ""
         if not text:
             raise InvalidRequest("input must not be empty", param="input")

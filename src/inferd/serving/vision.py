@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferd.catalog import Task, Units
-from inferd.engine.encoder import EncoderEngine
+from inferd.engine.encoder import EncoderModel
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
@@ -45,8 +45,8 @@ class VisionService:
 
     async def _run(self, task: Task, query: VisionQuery, ctx: RequestContext, texts: list[str] = ()):
         engine = self._pool.get(query.model, query.version, task)
-        engine.ensure_ready()
-        assert isinstance(engine, EncoderEngine)
+        await engine.ready()
+        assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:
             image = await load_image(query.image, self._settings)
             result = await engine.embed([image, *texts])

@@ -1,0 +1,204 @@
+"""`inferd serve --ray`: the same API, tokens and limits in front of models in Ray Serve
+replicas (a local Ray the server starts on 127.0.0.1). MiniLM on 2 replicas, the reranker on
+1, and an autoscaled copy of MiniLM (1 to 2 replicas) — each replica a process of its own.
+Real clients (openai, cohere, LiteLLM, httpx) against the server; replicas seen as processes
+(Ray names them ``ray::ServeReplica:...``) and in inferd's /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from tests.e2e.conftest import RemoteServer, default_models, write_catalog
+
+pytest.importorskip("ray.serve")
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+RERANKER = "inferd/minilm-bi-encoder-reranker"
+SCALED = "inferd/minilm-autoscaled"
+TEXTS = ["Paris is the capital of France.", "The capital city of France is Paris.", "Bananas are yellow."]
+
+
+def replicas(model: str) -> list[psutil.Process]:
+    """The live replica processes of a model (Ray titles them with the deployment's name)."""
+    tag = "model-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if line.startswith("ray::ServeReplica:") and f":{tag}_" in line:
+            out.append(proc)
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def replica_calls(server: RemoteServer, model: str) -> dict[str, float]:
+    """inferd_replica_calls_total by replica for a model, from the ingress's /metrics."""
+    text = httpx.get(f"{server.base_url}/metrics", headers=server.headers(), timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("inferd_replica_calls_total{") and f'model="{model}"' in line:
+            out[re.search(r'replica="([^"]+)"', line).group(1)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    minilm, reranker = default_models("embeddings")[0], default_models("reranker")[0]
+    scaled = {**minilm, "id": SCALED, "aliases": [],
+              "scaling": {"min_instances": 1, "max_instances": 2, "target_ongoing_requests": 1,
+                          "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
+    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled]
+    catalog = write_catalog(root / "catalog.yaml", models)
+    server = RemoteServer(root, "--ray", "--catalog", str(catalog),
+                          env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2"})
+    try:
+        yield server.wait_ready(timeout=600)
+    finally:
+        assert server.stop(timeout=60) == 0
+        wait_for(lambda: not replicas(MINILM), 30, "the replicas end with the server")
+
+
+def test_openai_sdk_embeddings_are_the_models_own(ray_server):
+    import openai
+    from sentence_transformers import SentenceTransformer
+
+    from inferd.catalog.sources import resolve_source
+
+    client = openai.OpenAI(base_url=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
+    got = np.array([d.embedding for d in client.embeddings.create(model=MINILM, input=TEXTS).data])
+    model = SentenceTransformer(str(resolve_source(default_models("embeddings")[0]["source"])), device="cpu")
+    want = model.encode(TEXTS, normalize_embeddings=True)
+    assert got.shape == (3, 384)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[0] @ got[1] > got[0] @ got[2] + 0.3
+
+
+def test_cohere_rerank_and_litellm_through_ray(ray_server):
+    import cohere
+    import litellm
+
+    co = cohere.ClientV2(api_key=ray_server.token, base_url=ray_server.base_url)
+    ranked = co.rerank(model=RERANKER, query="What is the capital of France?", documents=TEXTS[::-1],
+                       max_tokens_per_doc=64)
+    assert ranked.results[0].index in (1, 2) and ranked.results[-1].index == 0
+    result = litellm.embedding(model=f"infinity/{MINILM}", input=["hello"], api_key=ray_server.token,
+                               api_base=ray_server.base_url)
+    assert len(result.data[0]["embedding"]) == 384
+    reranked = litellm.rerank(model=f"deepinfra/{RERANKER}", query="capital of France", documents=TEXTS[::-1],
+                              api_base=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
+    assert max(reranked.results, key=lambda r: r["relevance_score"])["index"] in (1, 2)
+
+
+def test_bad_input_is_a_4xx_in_the_dialects_shape(ray_server):
+    url = f"{ray_server.base_url}/v1/openai/embeddings"
+    empty = httpx.post(url, json={"model": MINILM, "input": [""]}, headers=ray_server.headers())
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "input"
+    wide = httpx.post(url, json={"model": MINILM, "input": "x", "dimensions": 999}, headers=ray_server.headers())
+    assert wide.status_code == 400 and "384" in wide.json()["error"]["message"]
+    many = httpx.post(url, json={"model": MINILM, "input": ["x"] * 5000}, headers=ray_server.headers())
+    assert many.status_code == 413
+    anonymous = httpx.post(url, json={"model": MINILM, "input": "x"})
+    assert anonymous.status_code == 401
+
+
+async def _burst(server: RemoteServer, model: str, n: int, token: str | None = None, inputs: int = 1) -> list[int]:
+    headers = {"Authorization": f"Bearer {token or server.token}"}
+    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=120,
+                                 limits=httpx.Limits(max_connections=n)) as client:
+        async def one(i: int) -> int:
+            body = {"model": model, "input": [f"sentence {i} {j} " * 20 for j in range(inputs)]}
+            return (await client.post("/v1/openai/embeddings", json=body)).status_code
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_two_replicas_share_the_load(ray_server):
+    assert len(replicas(MINILM)) == 2
+    before = replica_calls(ray_server, MINILM)
+    for _ in range(4):
+        assert set(asyncio.run(_burst(ray_server, MINILM, 48))) == {200}
+    after = replica_calls(ray_server, MINILM)
+    served = {replica: after[replica] - before.get(replica, 0) for replica in after}
+    assert len([r for r, n in served.items() if n > 0]) == 2, served
+
+
+def test_an_accounts_limit_holds_across_replicas(ray_server):
+    made = httpx.post(f"{ray_server.base_url}/v1/accounts", json={"name": "ten", "rate_limit": 10},
+                      headers=ray_server.headers()).json()
+    # 30 requests of 128 long inputs at once: the ten admitted take seconds, so they still hold
+    # their slots when the rest arrive, whichever replica runs them
+    statuses = asyncio.run(_burst(ray_server, MINILM, 30, token=made["token"], inputs=128))
+    assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
+
+
+def test_a_killed_replica_fails_no_request_silently_and_comes_back(ray_server):
+    victims = replicas(MINILM)
+    assert len(victims) == 2
+    statuses: list[int] = []
+
+    async def load(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        async with httpx.AsyncClient(base_url=ray_server.base_url, headers=ray_server.headers(),
+                                     timeout=30) as client:  # a hang fails the test
+            async def one(i: int) -> None:
+                while time.monotonic() < end:
+                    r = await client.post("/v1/openai/embeddings", json={"model": MINILM, "input": [f"text {i}"]})
+                    statuses.append(r.status_code)
+                    if r.status_code == 503:
+                        assert r.headers.get("retry-after")
+            await asyncio.gather(*(one(i) for i in range(8)))
+
+    async def kill_during_load() -> None:
+        task = asyncio.create_task(load(12))
+        await asyncio.sleep(3)
+        os.kill(victims[0].pid, signal.SIGKILL)
+        await task
+
+    asyncio.run(kill_during_load())
+    assert statuses and set(statuses) <= {200, 503}, sorted(set(statuses))
+    assert statuses.count(200) > len(statuses) * 0.8
+    # Ray starts a new replica in its place, and it serves
+    wait_for(lambda: len([p for p in replicas(MINILM) if p.pid != victims[0].pid]) == 2, 120,
+             "Ray brings the killed replica back")
+    before = replica_calls(ray_server, MINILM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert set(asyncio.run(_burst(ray_server, MINILM, 48))) == {200}
+        after = replica_calls(ray_server, MINILM)
+        if len([r for r in after if after[r] > before.get(r, 0)]) == 2:
+            break
+    else:
+        raise AssertionError("the new replica never answered")
+
+
+def test_autoscaling_adds_a_replica_under_load_and_removes_it_when_idle(ray_server):
+    assert len(replicas(SCALED)) == 1
+
+    async def sustained(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        async with httpx.AsyncClient(base_url=ray_server.base_url, headers=ray_server.headers(), timeout=60) as client:
+            async def one(i: int) -> None:
+                while time.monotonic() < end and len(replicas(SCALED)) < 2:
+                    body = {"model": SCALED, "input": [f"sentence {i} {j} " * 10 for j in range(32)]}
+                    assert (await client.post("/v1/openai/embeddings", json=body)).status_code == 200
+            await asyncio.gather(*(one(i) for i in range(8)))
+
+    asyncio.run(sustained(90))
+    assert len(replicas(SCALED)) == 2, "no second replica under a sustained load"
+    wait_for(lambda: len(replicas(SCALED)) == 1, 90, "back to one replica when idle")
