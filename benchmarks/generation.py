@@ -21,7 +21,8 @@ KV-cache size and max_num_seqs for inferd and vLLM's server; llama.cpp runs the 
 ``vllm-server`` runs with vLLM's defaults, as its users start it; ``vllm-server-tuned`` adds the
 one engine setting inferd's vLLM runtime picks by itself on a small machine (no core reserved
 for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving layer's cost.
-``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
+``inferd-vllm-ray`` is ``inferd-vllm`` as a Ray Serve application (``inferd serve --ray``, one
+replica; ``-ray`` after any inferd system). ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
 user account's token, priced requests, usage rows, rate limits and the spending ledger on every
 stream; ``inferd-vllm-auth / inferd-vllm`` is what the platform costs.
 Results go to the console and ``.bench/results/generation-<UTC>.json``.
@@ -269,14 +270,17 @@ def plans(args, work: Path) -> list[dict]:
         base = f"http://127.0.0.1:{port}"
         if name.startswith("inferd-"):
             # inferd-<backend>, and inferd-<backend>-auth: accounts, usage and limits on, a user's token
-            auth = name.endswith("-auth")
-            backend = name.removeprefix("inferd-").removesuffix("-auth")
+            # inferd-<backend>-ray: the same server as a Ray Serve application (a local Ray, one replica)
+            auth, on_ray = name.endswith("-auth"), name.endswith("-ray")
+            backend = name.removeprefix("inferd-").removesuffix("-auth").removesuffix("-ray")
             catalog = catalog_yaml(work / f"{name}.yaml", backend, args, priced=auth)
             out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
                         "url": f"{base}/v1/openai/chat/completions",
-                        "env": {"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {},
+                        "env": ({"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {})
+                        | ({"INFERD_RAY_DASHBOARD": "false"} if on_ray else {}),
                         "account_from": (base, BENCH_ADMIN_TOKEN) if auth else None,
-                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--worker", "--port", str(port),
+                        "command": [str(REPO / ".venv/bin/inferd"), "serve", "--ray" if on_ray else "--worker",
+                                    "--port", str(port),
                                     *([] if auth else ["--no-auth"]),
                                     "--catalog", str(catalog), "--data-dir", str(work / name)]})
         elif name in ("vllm-server", "vllm-server-tuned"):
@@ -399,6 +403,11 @@ def main(argv=None) -> int:
         if mine and platform:
             print(f"  {c:3d} streams: inferd-vllm-auth / inferd-vllm (accounts, usage and limits on) throughput "
                   f"{platform['tok_s'] / mine['tok_s']:.3f}, ttft p50 {platform['ttft_p50_ms'] / mine['ttft_p50_ms']:.2f}x")
+        for runtime in ("vllm", "transformers"):
+            alone, on_ray = by.get((f"inferd-{runtime}", c)), by.get((f"inferd-{runtime}-ray", c))
+            if alone and on_ray:
+                print(f"  {c:3d} streams: inferd-{runtime}-ray / inferd-{runtime} (Ray Serve, one replica) throughput "
+                      f"{on_ray['tok_s'] / alone['tok_s']:.2f}, ttft p50 {on_ray['ttft_p50_ms'] / alone['ttft_p50_ms']:.2f}x")
         llama = by.get(("llamacpp-server", c))
         if mine and llama:
             print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")

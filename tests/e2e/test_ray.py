@@ -24,6 +24,7 @@ pytest.importorskip("ray.serve")
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RERANKER = "inferd/minilm-bi-encoder-reranker"
 SCALED = "inferd/minilm-autoscaled"
+TINY = "tiny"  # a random-weight LM on the transformers runtime
 TEXTS = ["Paris is the capital of France.", "The capital city of France is Paris.", "Bananas are yellow."]
 
 
@@ -58,13 +59,15 @@ def replica_calls(server: RemoteServer, model: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory):
+def ray_server(tmp_path_factory, tiny_lm_dir):
     root = tmp_path_factory.mktemp("ray")
     minilm, reranker = default_models("embeddings")[0], default_models("reranker")[0]
     scaled = {**minilm, "id": SCALED, "aliases": [],
               "scaling": {"min_instances": 1, "max_instances": 2, "target_ongoing_requests": 1,
                           "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
-    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled]
+    tiny = {"id": TINY, "task": "text-generation", "backend": "transformers", "source": str(tiny_lm_dir),
+            "limits": {"context_length": 1024, "max_batch_size": 8}}
+    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny]
     catalog = write_catalog(root / "catalog.yaml", models)
     server = RemoteServer(root, "--ray", "--catalog", str(catalog),
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2"})
@@ -202,3 +205,53 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_when_idle(ray_serv
     asyncio.run(sustained(90))
     assert len(replicas(SCALED)) == 2, "no second replica under a sustained load"
     wait_for(lambda: len(replicas(SCALED)) == 1, 90, "back to one replica when idle")
+
+
+def test_chat_through_ray_with_the_openai_sdk(ray_server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
+    whole = client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hi"}], max_tokens=12,
+                                           temperature=0, extra_body={"ignore_eos": True})
+    assert whole.usage.completion_tokens == 12 and whole.choices[0].finish_reason == "length"
+    chunks = list(client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=12, temperature=0, stream=True,
+                                                 extra_body={"ignore_eos": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content  # greedy: the same tokens, streamed
+    too_long = httpx.post(f"{ray_server.base_url}/v1/openai/chat/completions", headers=ray_server.headers(),
+                          json={"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000})
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"
+
+
+def _running_in_the_replica(model: str) -> int:
+    """The replica's engine's running sequences, asked through Ray (this process joins the cluster)."""
+    import ray
+    from ray import serve
+
+    from inferd.catalog import Catalog, ModelSpec
+    from inferd.cluster.serve import deployment_name, model_app_name
+
+    if not ray.is_initialized():
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    # the catalog's entry names no version: its version is "main", as here
+    ref = next(Catalog([ModelSpec(id=model, task="text-generation", backend="transformers", source="x")]).refs())
+    _, stats = serve.get_deployment_handle(deployment_name(ref), model_app_name(ref)).stats.remote().result()
+    return stats["running"]
+
+
+def test_a_stream_cancelled_at_the_client_stops_in_the_replica(ray_server):
+    import ray
+
+    body = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900, "stream": True,
+            "ignore_eos": True}
+    try:
+        with httpx.Client(base_url=ray_server.base_url, headers=ray_server.headers(), timeout=60) as client:
+            with client.stream("POST", "/v1/openai/chat/completions", json=body) as response:
+                lines = response.iter_lines()
+                for _ in range(5):
+                    next(lines)
+                assert _running_in_the_replica(TINY) == 1  # generating, 900 tokens to go
+        wait_for(lambda: _running_in_the_replica(TINY) == 0, 10, "the replica stops the stream the client left")
+    finally:
+        ray.shutdown()

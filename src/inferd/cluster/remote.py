@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +24,14 @@ from inferd.backends.base import relevance
 from inferd.catalog import ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
+from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # the tasks whose engines run in replicas so far (the others are served by one process only)
-RAY_TASKS = frozenset({Task.EMBEDDINGS, Task.RERANKER})
+RAY_TASKS = frozenset({Task.EMBEDDINGS, Task.RERANKER, Task.TEXT_GENERATION})
 
 
 class Remote:
@@ -41,10 +43,30 @@ class Remote:
         self.timeout_s = timeout_s
         self.observer = observer
 
-    async def call(self, method: str, *args: Any) -> Any:
+    def _error(self, exc: BaseException, retried: bool) -> InferdError | None:
+        """Ray's failure as the error the client gets; None: a replica went away, try another
+        (unless ``retried``)."""
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+        if isinstance(exc, RayTaskError):
+            if isinstance(exc.cause, InferdError):
+                return exc.cause  # raised in the replica: the same status, param and Retry-After
+            return EngineError(f"model {self.model} failed: {exc.cause!r}")
+        if isinstance(exc, BackPressureError):
+            return Overloaded(f"model {self.model} is overloaded; retry later", retry_after=1)
+        if isinstance(exc, DeploymentUnavailableError):
+            return ModelUnavailable(f"model {self.model} failed to deploy on Ray Serve", retry_after=30)
+        if isinstance(exc, RayActorError | ReplicaUnavailableError):
+            if retried:
+                return ModelUnavailable(f"model {self.model}: its replica went away ({type(exc).__name__}); "
+                                        "retry shortly", retry_after=2)
+            log.warning("model %s: a replica went away under a call (%s); trying another", self.model,
+                        type(exc).__name__)
+            return None
+        return EngineError(f"model {self.model}: Ray failed: {exc!r}")
+
+    async def call(self, method: str, *args: Any) -> Any:
         for attempt in (1, 2):
             response = getattr(self.handle, method).remote(*args)
             try:
@@ -59,21 +81,35 @@ class Remote:
                 response.cancel()
                 raise ModelUnavailable(f"model {self.model}: no replica answered within {self.timeout_s:.0f} s",
                                        retry_after=5) from None
-            except RayTaskError as exc:
-                if isinstance(exc.cause, InferdError):
-                    raise exc.cause from None
-                raise EngineError(f"model {self.model} failed: {exc.cause!r}") from None
-            except BackPressureError:
-                raise Overloaded(f"model {self.model} is overloaded; retry later", retry_after=1) from None
-            except DeploymentUnavailableError:
-                raise ModelUnavailable(f"model {self.model} failed to deploy on Ray Serve", retry_after=30) from None
-            except (RayActorError, ReplicaUnavailableError) as exc:
-                if attempt == 2:
-                    raise ModelUnavailable(f"model {self.model}: its replica went away ({type(exc).__name__}); "
-                                           "retry shortly", retry_after=2) from None
-                log.warning("model %s: a replica went away under a request (%s); trying another",
-                            self.model, type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - Ray's failures, mapped
+                error = self._error(exc, retried=attempt == 2)
+                if error is not None:
+                    raise error from None
         raise AssertionError("unreachable")
+
+    async def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        """A streaming call's items. Before its first item a replica that went away is tried once
+        more on another; after it, 503 (what was sent cannot be taken back). Leaving early
+        cancels the call in the replica."""
+        for attempt in (1, 2):
+            response = getattr(self.handle.options(stream=True), method).remote(*args)
+            started = finished = False
+            try:
+                async for replica, item in response:
+                    if not started:
+                        started = True
+                        self.observer.replica_answered(self.model, replica)
+                    yield item
+                finished = True
+                return
+            except Exception as exc:  # noqa: BLE001 - Ray's failures, mapped
+                finished = True
+                error = self._error(exc, retried=started or attempt == 2)
+                if error is not None:
+                    raise error from None
+            finally:
+                if not finished:
+                    response.cancel()  # the client left: the replica stops
 
 
 class Coalescer:
@@ -138,20 +174,15 @@ class EncoderFacts:
 
 
 class RemoteEngine(Engine):
-    """An engine in a deployment's replicas. Ready once a replica has described the model; a
-    model kept at 0 replicas while idle is ready at once and described by its first request
-    (which waits, bounded, for a replica to come up)."""
+    """An engine in a deployment's replicas, ready once a replica has described the model."""
 
     def __init__(self, ref: ModelRef, remote: Remote):
         super().__init__(ref)
         self.remote = remote
         self.facts: dict[str, Any] | None = None
-        self._describing: asyncio.Lock | None = None
 
     async def start(self) -> None:
-        if self.ref.spec.scaling.min_instances == 0:
-            self.state = EngineState.READY
-            return
+        # a model kept at 0 replicas while idle has one started for this (it goes when idle)
         try:
             await self._describe()
         except InferdError as exc:
@@ -163,17 +194,8 @@ class RemoteEngine(Engine):
     async def stop(self) -> None:
         self.state = EngineState.STOPPED  # the replicas go with the Serve application
 
-    async def ready(self) -> None:
-        self.ensure_ready()
-        if self.facts is None:
-            await self._describe()
-
     async def _describe(self) -> None:
-        if self._describing is None:
-            self._describing = asyncio.Lock()
-        async with self._describing:
-            if self.facts is None:
-                self._learn(await self.remote.call("describe"))
+        self._learn(await self.remote.call("describe"))
 
     def _learn(self, facts: dict[str, Any]) -> None:
         self.facts = facts
@@ -200,6 +222,37 @@ class RemoteEncoder(RemoteEngine, EncoderModel):
         return await self.remote.call("cut", list(texts), limit)
 
 
+class RemoteGeneration(RemoteEngine, GenerationEngine):
+    """An LLM in a deployment's replicas. The tokenizer comes from the replica's description:
+    prompts are rendered, tokenised and checked here; the replica generates."""
+
+    def __init__(self, ref: ModelRef, remote: Remote):
+        super().__init__(ref, remote)
+        self._live: dict[str, AsyncIterator] = {}
+
+    def _learn(self, facts: dict[str, Any]) -> None:
+        self.tokenizer = facts["tokenizer"]
+        self.context_length = facts["context_length"]
+        self.eos_token_ids = facts["eos_token_ids"]
+        super()._learn(facts)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
+        stream = self.remote.stream("generate", request)
+        self._live[request.request_id] = stream
+        try:
+            async with aclosing(stream):
+                async for deltas in stream:
+                    for delta in deltas:
+                        yield delta
+        finally:
+            self._live.pop(request.request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        stream = self._live.pop(request_id, None)
+        if stream is not None:
+            await stream.aclose()
+
+
 def remote_engines(models: dict[str, tuple[str, str]],
                    settings: Settings) -> Callable[[ModelRef, Settings, EngineObserver], Engine]:
     """The pool's engine factory on the ingress: each catalog version's engine is in the
@@ -215,6 +268,8 @@ def remote_engines(models: dict[str, tuple[str, str]],
             return Unloadable(ref, f"task {ref.spec.task.value} is not served on Ray Serve yet; serve it from one "
                                    "process (inferd serve without --ray)")
         remote = Remote(handle, ref.spec.id, settings.ray_request_timeout_s, observer)
+        if ref.spec.task is Task.TEXT_GENERATION:
+            return RemoteGeneration(ref, remote)
         return RemoteEncoder(ref, remote)
 
     return build

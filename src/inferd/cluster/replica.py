@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from inferd.catalog import Catalog
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
+from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
 from inferd.engine.pool import build_engine, freeze_heap
 from inferd.errors import EngineError, InferdError
 from inferd.settings import Settings
@@ -30,6 +33,9 @@ class ModelReplica:
         from inferd.observability.logs import configure_logging
 
         configure_logging(settings.log_level, settings.log_format)
+        # Ray sets OMP_NUM_THREADS to the replica's CPUs (1 for a fraction): the engine's threads
+        # are what one process would use (or num_cpus); vLLM's engine process inherits this
+        os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads or os.cpu_count() or 1)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = RayMetrics(self.replica)
         ref = next(r for r in catalog.refs() if r.key == key)
@@ -49,6 +55,10 @@ class ModelReplica:
     async def describe(self) -> tuple[str, dict[str, Any]]:
         """What the ingress's serving layer needs to know of the model (the same on every replica)."""
         engine = self.engine
+        if isinstance(engine, GenerationEngine):
+            # the tokenizer pickles: the ingress renders chat templates and counts tokens itself
+            return self.replica, {"tokenizer": engine.tokenizer, "context_length": int(engine.context_length),
+                                  "eos_token_ids": frozenset(engine.eos_token_ids)}
         if isinstance(engine, EncoderEngine):
             backend = engine.backend
             return self.replica, {
@@ -71,6 +81,44 @@ class ModelReplica:
 
     async def cut(self, texts: Sequence[str], limit: int) -> tuple[str, list[str]]:
         return self.replica, await self.engine.cut(texts, limit)
+
+    # --- a text-generation engine
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[tuple[str, list[SequenceDelta]]]:
+        """The request's deltas, every delta ready at once in one item (a Ray item costs about
+        what a delta does to make: under load one item carries a step of every sequence). The
+        ingress cancelling the call (its client left) closes the engine's stream: the engine
+        stops the request."""
+        queue: asyncio.Queue = asyncio.Queue()
+        end = object()
+
+        async def pump() -> None:
+            try:
+                async with aclosing(self.engine.generate(request)) as stream:
+                    async for delta in stream:
+                        queue.put_nowait(delta)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                queue.put_nowait(exc)
+                return
+            queue.put_nowait(end)
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                deltas = [d for d in items if isinstance(d, SequenceDelta)]
+                if deltas:
+                    yield self.replica, deltas
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise _sendable(item)
+                    if item is end:
+                        return
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def __del__(self) -> None:  # noqa: D105 - Ray Serve awaits it when the replica stops
         await self.engine.stop()
