@@ -361,8 +361,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per load (20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each load (3)")
-    parser.add_argument("--systems", default="raw,inferd,ray,infinity,platform",
-                        help="comma list of raw,inferd,ray (inferd on Ray Serve),infinity,platform")
+    parser.add_argument("--systems", default="raw,inferd,ray,ray2,infinity,platform",
+                        help="comma list of raw,inferd,ray (inferd on Ray Serve, 1 replica),ray2 (2 replicas of "
+                             "1 CPU),infinity,platform")
     parser.add_argument("--pairs", type=int, default=3,
                         help="platform: alternations of the no-auth and the accounts-on server per load (3)")
     parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
@@ -373,20 +374,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if unknown := set(args.systems) - {"raw", "inferd", "ray", "infinity", "platform"}:
+    if unknown := set(args.systems) - {"raw", "inferd", "ray", "ray2", "infinity", "platform"}:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     args.loads = [tuple(int(n) for n in load.lower().split("x")) for load in args.loads.split(",")]
     return args
 
 
-def measured_catalog(path: Path) -> Path:
-    """The default catalog with only the model this benchmark measures (no LLM to wait for)."""
+def measured_catalog(path: Path, scaling: dict | None = None) -> Path:
+    """The default catalog with only the model this benchmark measures (no LLM to wait for);
+    ``scaling``: its replicas on Ray Serve."""
     from importlib import resources
 
     import yaml
 
     data = yaml.safe_load(resources.files("inferd.catalog").joinpath("default.yaml").read_text())
-    data["models"] = [m for m in data["models"] if m["id"] == MODEL]
+    data["models"] = [{**m, **({"scaling": scaling} if scaling else {})} for m in data["models"] if m["id"] == MODEL]
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -404,13 +406,17 @@ def server_plans(args, workdir: Path) -> list[dict]:
                      "--data-dir", str(workdir / "inferd-data")],
             health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
         ))
-    if "ray" in args.systems:  # the same server as a Ray Serve application: ingress + one model replica
+    # the same server as a Ray Serve application: the ingress in its own process, and one model
+    # replica threaded as one process is (ray), or two replicas of one CPU each (ray2)
+    for name, scaling in (("ray", None), ("ray2", {"min_instances": 2, "max_instances": 2, "num_cpus": 1})):
+        if name not in args.systems:
+            continue
         port = free_port()
         plans.append(dict(
-            name="inferd-ray", timeout=300, is_ready=inferd_ready, env={"INFERD_RAY_DASHBOARD": "false"},
+            name=f"inferd-{name}", timeout=300, is_ready=inferd_ready, env={"INFERD_RAY_DASHBOARD": "false"},
             command=[str(Path(sys.executable).parent / "inferd"), "serve", "--ray", "--no-auth", "--port", str(port),
-                     "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
-                     "--data-dir", str(workdir / "inferd-ray-data")],
+                     "--catalog", str(measured_catalog(workdir / f"catalog-{name}.yaml", scaling)),
+                     "--data-dir", str(workdir / f"inferd-{name}-data")],
             health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
         ))
     if "infinity" in args.systems and not INFINITY_BIN.exists():
@@ -453,9 +459,10 @@ def report(rows: list[dict], raw_rates: dict, args) -> dict:
     ratios = ratio("inferd", "infinity")
     if ratios:
         print("inferd / infinity: " + ", ".join(f"{load} = {r:.2f}x" for load, r in ratios.items()))
-    if on_ray := ratio("inferd-ray", "inferd"):
-        print("inferd on Ray Serve (1 replica) / inferd in one process: "
-              + ", ".join(f"{load} = {r:.2f}" for load, r in on_ray.items()))
+    for system, what in (("inferd-ray", "1 replica"), ("inferd-ray2", "2 replicas x 1 CPU")):
+        if on_ray := ratio(system, "inferd"):
+            print(f"inferd on Ray Serve ({what}) / inferd in one process: "
+                  + ", ".join(f"{load} = {r:.2f}" for load, r in on_ray.items()))
     if platform := ratio("platform-auth", "platform-noauth"):
         print("inferd-auth / inferd (accounts, usage and limits on, alternated): "
               + ", ".join(f"{load} = {r:.3f}" for load, r in platform.items()))

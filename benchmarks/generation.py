@@ -310,7 +310,7 @@ def plans(args, work: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="inferd-vllm,inferd-vllm-auth,vllm-server,vllm-server-tuned,llamacpp-server,"
+    parser.add_argument("--systems", default="inferd-vllm,inferd-vllm-auth,inferd-vllm-ray,vllm-server,vllm-server-tuned,llamacpp-server,"
                                              "inferd-transformers,static-32")
     parser.add_argument("--streams", default="1,8,32")
     parser.add_argument("--tokens", type=int, default=128)
