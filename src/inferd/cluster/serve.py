@@ -1,10 +1,11 @@
-"""The Ray Serve application (``inferd serve --ray``) and the command that runs it.
+"""inferd as Ray Serve applications (``inferd serve --ray``), and the command that runs them.
 
-One ingress deployment runs the FastAPI app of one process (``create_app``: every route,
-dialect, token, limit and bill), its pool building remote engines; one deployment per catalog
-version holds the model (``ModelReplica``), with replicas and autoscaling from the catalog's
-``scaling`` (DeepInfra's ``min_instances`` / ``max_instances``). Serve's HTTP proxy listens on
-``--host``/``--port``.
+Each catalog version served on Ray is its own application with one deployment, ``ModelReplica``
+(replicas and autoscaling from the catalog's ``scaling``: DeepInfra's ``min_instances`` /
+``max_instances``). HTTP is served by the FastAPI app of one process (``create_app``: every
+route, dialect, token, limit and bill) whose pool builds remote engines: in this process
+(``ray_ingress=local``, the default: uvicorn on ``--host``/``--port``, no Serve proxy), or as an
+ingress deployment behind Serve's proxy (``ray_ingress=serve``).
 """
 
 from __future__ import annotations
@@ -143,8 +144,16 @@ def run(settings: Settings, catalog: Catalog) -> int:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=settings.ray_dashboard, log_to_driver=True)
     else:
         ray.init(address=settings.ray_address, log_to_driver=True)
+    from ray import serve
+
     models: dict[str, tuple[str, str]] = {}
     try:
+        if settings.ray_ingress == "local":
+            # no Serve proxy: this process serves HTTP (the proxy would take its port, 8000 by default)
+            serve.start(proxy_location="Disabled")
+        else:
+            serve.start(http_options={"host": settings.host, "port": settings.port,
+                                      "keep_alive_timeout_s": settings.keep_alive_s})
         models = deploy_models(settings, catalog)
         if settings.ray_ingress == "local":
             _serve_here(settings, catalog, models)
@@ -181,8 +190,6 @@ def _serve_on_ray(settings: Settings, catalog: Catalog, models: dict[str, tuple[
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    serve.start(http_options={"host": settings.host, "port": settings.port,
-                              "keep_alive_timeout_s": settings.keep_alive_s})
     serve.run(ingress_application(settings, catalog, models), name=APP, route_prefix="/", blocking=False)
     log.info("inferd on Ray Serve (%s): Serve's proxy listening on http://%s:%d", settings.ray_address or "a local Ray",
              settings.host, settings.port)
