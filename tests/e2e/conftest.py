@@ -57,7 +57,7 @@ class RemoteServer:
                 models = httpx.get(f"{self.base_url}/health", timeout=2).json()["models"]
                 if models and all(m["status"] == "ready" for m in models.values()):
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # not listening yet, or a proxy's text answer (Ray Serve's)
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"inferd did not become ready:\n{self.log()}")

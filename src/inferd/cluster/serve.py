@@ -139,6 +139,7 @@ def run(settings: Settings, catalog: Catalog) -> int:
     deployment behind Serve's proxy (``ray_ingress=serve``); then take it all down."""
     import ray
 
+    signal.signal(signal.SIGTERM, _interrupt)  # as SIGINT until HTTP serving takes the signals over
     local = settings.ray_address is None
     if local:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=settings.ray_dashboard, log_to_driver=True)
@@ -159,6 +160,8 @@ def run(settings: Settings, catalog: Catalog) -> int:
             _serve_here(settings, catalog, models)
         else:
             _serve_on_ray(settings, catalog, models)
+    except KeyboardInterrupt:  # SIGINT while the models were deploying: stopped, as asked
+        log.info("interrupted while starting")
     finally:
         log.info("taking the Ray Serve applications down")
         try:
@@ -197,6 +200,10 @@ def _serve_on_ray(settings: Settings, catalog: Catalog, models: dict[str, tuple[
 
 
 SHUTDOWN_S = 20.0
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _take_down(local: bool, models: list[tuple[str, str]]) -> None:
