@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def duration(wav: bytes) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def in_process(path: Path, clips: list[bytes], long: bytes, beam: int, threads: int) -> dict:
+def in_process(path: Path, clips: list[bytes], long: bytes, beam: int, threads: int) -> tuple[dict, Callable]:
     """The clips' chunks (one per clip: each is at most 30 s) decoded together by faster-whisper's
     batched pipeline, at batch sizes 4, 8 and 16 (never mixing two clips' audio in one chunk, as a
     server cannot); and the long file alone."""
@@ -156,10 +157,10 @@ def in_process(path: Path, clips: list[bytes], long: bytes, beam: int, threads: 
         """The long file from its bytes (decoded by faster-whisper, as a user's call decodes it)."""
         began = time.perf_counter()
         list(pipeline.transcribe(io.BytesIO(long), batch_size=best, beam_size=beam, without_timestamps=False)[0])
-        return (time.perf_counter() - began) / duration(long)
+        return timed_long(f"in-process (batch {best})", (time.perf_counter() - began) / duration(long))
 
-    return {"system": "in-process", "audio_s_per_s": rates[best], "batch": best, "rates": rates,
-            "long_rtfs": [], "run_long": long_file_in_process}
+    row = {"system": "in-process", "audio_s_per_s": rates[best], "batch": best, "rates": rates, "long_rtfs": []}
+    return row, long_file_in_process
 
 
 async def load(url: str, model: str, clips: list[bytes], clients: int, rounds: int, headers: dict) -> dict:
@@ -193,23 +194,9 @@ async def load(url: str, model: str, clips: list[bytes], clients: int, rounds: i
     return {"audio_s_per_s": audio_s / wall, "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99)}
 
 
-def ceiling_long(ceiling: dict) -> float:
-    rtf = ceiling["run_long"]()
-    print(f"  in-process long file: real-time factor {rtf:.4f} (batch {ceiling['batch']})", flush=True)
+def timed_long(name: str, rtf: float) -> float:
+    print(f"  {name} long file: real-time factor {rtf:.4f}", flush=True)
     return rtf
-
-
-def long_rounds(name: str, run, ceiling: dict | None, rounds: int) -> list[float]:
-    """The long file through a server, ``rounds`` times; when the in-process pipeline ran, it
-    decodes the file too right before each round (this machine's speed drifts by 20 % over
-    minutes: a pair measured together compares the two, the median of the rounds is the figure)."""
-    out = []
-    for _ in range(rounds):
-        if ceiling is not None and name == "inferd":
-            ceiling["long_rtfs"].append(ceiling_long(ceiling))
-        out.append(run())
-        print(f"  {name} long file: real-time factor {out[-1]:.4f}", flush=True)
-    return out
 
 
 async def long_file(url: str, model: str, wav: bytes, headers: dict) -> float:
@@ -312,9 +299,9 @@ def main(argv=None) -> int:
     print(f"speech: whisper {args.model} ({path}), {args.clients} clients x {args.rounds} x "
           f"{args.clip_seconds:.0f} s clips, a {args.long_minutes:.0f}-minute file, beam {args.beam}", flush=True)
     rows, failed = [], False
-    ceiling = None
+    ceiling, long_in_process = None, None
     if "in-process" in args.systems:
-        ceiling = in_process(path, clips[: args.clients], long, args.beam, args.threads)
+        ceiling, long_in_process = in_process(path, clips[: args.clients], long, args.beam, args.threads)
         rows.append(ceiling)
     with tempfile.TemporaryDirectory(prefix="inferd-bench-") as tmp:
         work = Path(tmp)
@@ -353,8 +340,14 @@ def main(argv=None) -> int:
             try:
                 url, model = f"{base}/v1/audio/transcriptions", "bench/whisper"
                 result = asyncio.run(load(url, model, clips, args.clients, args.rounds, {}))
-                result["long_rtfs"] = long_rounds(plan["name"], lambda: asyncio.run(long_file(url, model, long, {})),
-                                                  ceiling, args.long_rounds if plan["name"] == "inferd" else 1)
+                # inferd: --long-rounds times, each right after the in-process pipeline (this machine's
+                # speed drifts by 20 % over minutes: a pair measured together compares the two)
+                paired = plan["name"] == "inferd" and long_in_process is not None
+                result["long_rtfs"] = []
+                for _ in range(args.long_rounds if paired else 1):
+                    if paired:
+                        ceiling["long_rtfs"].append(long_in_process())
+                    result["long_rtfs"].append(timed_long(plan["name"], asyncio.run(long_file(url, model, long, {}))))
                 result["long_rtf"] = statistics.median(result["long_rtfs"])
                 rows.append({"system": plan["name"], **result})
                 print(f"  {plan['name']:10s} {args.clients} clients: {result['audio_s_per_s']:6.1f} audio s/s  "
@@ -366,9 +359,8 @@ def main(argv=None) -> int:
             finally:
                 stop_server(proc)
     if ceiling is not None:
-        ceiling.pop("run_long")
-        if not ceiling["long_rtfs"]:  # no server ran: the in-process long file alone
-            ceiling["long_rtfs"].append(ceiling_long(ceiling))
+        if not ceiling["long_rtfs"]:  # inferd did not run: the in-process long file alone
+            ceiling["long_rtfs"].append(long_in_process())
         ceiling["long_rtf"] = statistics.median(ceiling["long_rtfs"])
     rows += rows_tts
     by = {r["system"]: r for r in rows}

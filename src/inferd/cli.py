@@ -69,35 +69,6 @@ def serve(
     The server runs under a small supervisor: however it ends (SIGTERM/SIGINT, a crash, the
     OOM killer), every process it started (vLLM's engine) ends with it. With --ray it runs as
     a Ray Serve application instead (Ray starts and ends its own processes)."""
-    if ray or ray_address:
-        from inferd.catalog import CatalogError, load_catalog
-        from inferd.cluster.serve import run
-        from inferd.observability.logs import configure_logging
-
-        settings = build_settings(host=host, port=port, catalog=catalog, database_url=database_url,
-                                  data_dir=data_dir, auth=False if no_auth else None, infinity_prefix=infinity_prefix,
-                                  too_long=too_long, log_level=log_level, log_format=log_format,
-                                  access_log=True if access_log else None, ray_address=ray_address)
-        configure_logging(settings.log_level, settings.log_format)
-        try:
-            models = load_catalog(settings.catalog)
-        except CatalogError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        raise typer.Exit(run(settings, models))
-    if not worker:
-        import sys
-
-        from inferd.supervisor import supervise
-
-        raise typer.Exit(supervise([sys.executable, "-m", "inferd", *sys.argv[1:], "--worker"]))
-
-    import uvicorn
-
-    from inferd.api import create_app
-    from inferd.catalog import CatalogError
-    from inferd.observability.logs import configure_logging
-
     settings = build_settings(
         host=host,
         port=port,
@@ -110,24 +81,31 @@ def serve(
         log_level=log_level,
         log_format=log_format,
         access_log=True if access_log else None,
+        ray_address=ray_address,
     )
+    if not (worker or ray or ray_address):
+        import sys
+
+        from inferd.supervisor import supervise
+
+        raise typer.Exit(supervise([sys.executable, "-m", "inferd", *sys.argv[1:], "--worker"]))
+
+    from inferd.api import create_app
+    from inferd.api.app import serve_http
+    from inferd.catalog import CatalogError, load_catalog
+    from inferd.observability.logs import configure_logging
+
     configure_logging(settings.log_level, settings.log_format)
     try:
+        if ray or ray_address:
+            from inferd.cluster.serve import run
+
+            raise typer.Exit(run(settings, load_catalog(settings.catalog)))
         application = create_app(settings)
     except CatalogError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=10,
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    serve_http(application, settings)
     from inferd.supervisor import exit_now, reap_children
 
     reap_children()

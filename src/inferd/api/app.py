@@ -22,7 +22,7 @@ from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
 from inferd.catalog import Catalog, load_catalog
-from inferd.engine.pool import EngineFactory, ModelPool, build_engine
+from inferd.engine.pool import EngineFactory, ModelPool
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
@@ -47,7 +47,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None, engines: Eng
     metrics = Metrics()
     usage = UsageRecorder(db, settings.usage_flush_interval_s, settings.usage_flush_batch,
                           journal=settings.data_dir / "usage-journal.jsonl")
-    pool = ModelPool(catalog, settings, metrics, engines or build_engine)
+    pool = ModelPool(catalog, settings, metrics, engines)
     spending = SpendLedger(db, usage.flush, settings.token_cache_ttl_s)
     if settings.shared_limits():
         slots = SharedSlots(db, settings.limit_lease_s)
@@ -157,3 +157,12 @@ def announce_admin_token(token: str, settings: Settings) -> None:
         "  More tokens: `inferd tokens create NAME`.\n",
         flush=True,
     )
+
+
+def serve_http(app: FastAPI, settings: Settings) -> None:
+    """Serve ``app`` on the settings' host and port until SIGINT/SIGTERM (uvicorn: uvloop,
+    httptools, the keep-alive the settings give)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="uvloop",
+                http="httptools", timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive_s)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from inferd.catalog import ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
+from inferd.engine.pool import EngineFactory, Unloadable
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 from inferd.settings import Settings
 
@@ -179,7 +181,6 @@ class RemoteEngine(Engine):
     def __init__(self, ref: ModelRef, remote: Remote):
         super().__init__(ref)
         self.remote = remote
-        self.facts: dict[str, Any] | None = None
 
     async def start(self) -> None:
         # a model kept at 0 replicas while idle has one started for this (it goes when idle)
@@ -197,8 +198,9 @@ class RemoteEngine(Engine):
     async def _describe(self) -> None:
         self._learn(await self.remote.call("describe"))
 
+    @abstractmethod
     def _learn(self, facts: dict[str, Any]) -> None:
-        self.facts = facts
+        """Take what the replica said of the model (``ModelReplica.describe``)."""
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "runs_on": "ray-serve", "deployment": self.remote.handle.deployment_name}
@@ -213,7 +215,6 @@ class RemoteEncoder(RemoteEngine, EncoderModel):
 
     def _learn(self, facts: dict[str, Any]) -> None:
         self.backend = EncoderFacts(**facts)
-        super()._learn(facts)
 
     async def embed(self, inputs: Sequence[Any]) -> EncodeResult:
         return await self._embeds.submit(list(inputs))
@@ -234,7 +235,6 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
         self.tokenizer = facts["tokenizer"]
         self.context_length = facts["context_length"]
         self.eos_token_ids = facts["eos_token_ids"]
-        super()._learn(facts)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
         stream = self.remote.stream("generate", request)
@@ -253,21 +253,17 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
             await stream.aclose()
 
 
-def remote_engines(models: dict[str, tuple[str, str]],
-                   settings: Settings) -> Callable[[ModelRef, Settings, EngineObserver], Engine]:
+def remote_engines(models: dict[str, tuple[str, str]]) -> EngineFactory:
     """The pool's engine factory on the ingress: each catalog version's engine is in the
     replicas of its deployment (``models``: version key -> (deployment, application))."""
     from ray import serve
 
-    from inferd.engine.pool import Unloadable
-
-    def build(ref: ModelRef, _settings: Settings, observer: EngineObserver) -> Engine:
+    def build(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
         names = models.get(ref.key)
-        handle = serve.get_deployment_handle(*names) if names else None
-        if handle is None:
+        if names is None:
             return Unloadable(ref, f"task {ref.spec.task.value} is not served on Ray Serve yet; serve it from one "
                                    "process (inferd serve without --ray)")
-        remote = Remote(handle, ref.spec.id, settings.ray_request_timeout_s, observer)
+        remote = Remote(serve.get_deployment_handle(*names), ref.spec.id, settings.ray_request_timeout_s, observer)
         if ref.spec.task is Task.TEXT_GENERATION:
             return RemoteGeneration(ref, remote)
         return RemoteEncoder(ref, remote)

@@ -98,7 +98,7 @@ class Ingress:
         from inferd.observability.logs import configure_logging
 
         configure_logging(settings.log_level, settings.log_format)
-        self._inferd_app = create_app(settings, catalog, engines=remote_engines(models, settings))
+        self._inferd_app = create_app(settings, catalog, engines=remote_engines(models))
 
     def __serve_build_asgi_app__(self):
         return self._inferd_app
@@ -176,15 +176,13 @@ def run(settings: Settings, catalog: Catalog) -> int:
 
 
 def _serve_here(settings: Settings, catalog: Catalog, models: dict[str, tuple[str, str]]) -> None:
-    import uvicorn
-
     from inferd.api import create_app
+    from inferd.api.app import serve_http
 
-    app = create_app(settings, catalog, engines=remote_engines(models, settings))
+    app = create_app(settings, catalog, engines=remote_engines(models))
     log.info("inferd on Ray Serve (%s): listening on http://%s:%d", settings.ray_address or "a local Ray",
              settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="uvloop",
-                http="httptools", timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive_s)
+    serve_http(app, settings)
 
 
 def _serve_on_ray(settings: Settings, catalog: Catalog, models: dict[str, tuple[str, str]]) -> None:

@@ -120,11 +120,10 @@ class ModelPool:
     this process; ``cluster.remote.remote_engines``: in Ray Serve replicas)."""
 
     def __init__(self, catalog: Catalog, settings: Settings, observer: EngineObserver,
-                 build: EngineFactory = build_engine):
+                 build: EngineFactory | None = None):
         self.catalog = catalog
-        self._engines: dict[str, Engine] = {}
-        for ref in catalog.refs():
-            self._engines[ref.key] = build(ref, settings, observer)
+        build = build or build_engine
+        self._engines: dict[str, Engine] = {ref.key: build(ref, settings, observer) for ref in catalog.refs()}
         self._loading: asyncio.Task | None = None
         self._supervisor: asyncio.Task | None = None
         self._restarts: dict[str, asyncio.Task] = {}
