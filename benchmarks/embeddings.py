@@ -18,6 +18,9 @@ What the figures mean:
   one with accounts on (a user account's token: token check, usage rows, rate limits and the
   spending ledger on every request); the loads alternate between them ``--pairs`` times, so a
   noisy moment hits both alike. ``inferd-auth / inferd`` is the ratio of their totals.
+* ``ray-turns``: what Ray Serve costs, the same way: one process and ``inferd serve --ray`` (one
+  replica) side by side, loaded in turns. ``ray``, ``ray2`` and ``ray-tasks`` run alone, one after
+  another, as ``inferd`` does (``ray-tasks``: Ray Serve's object-store calls instead of gRPC).
 * ``ratio_to_raw`` = sentences/s / raw limit; ``inferd / infinity`` compares the two servers.
   The client runs on the same machine as the server, so it takes some CPU from both alike.
   ``--client httpx`` loads with httpx (the openai SDK's transport, with the SDK's pool limits)
@@ -317,19 +320,20 @@ def bench_server(name, command, health_url, is_ready, timeout, embed_url, log_pa
     return rows
 
 
-def bench_platform(workdir: Path, corpus: list[str], args) -> list[dict]:
-    """Two servers, --no-auth and accounts on, loaded in turn --pairs times per load; one row per
-    server and load with the totals (sentences/s over all its turns)."""
+def bench_in_turns(workdir: Path, corpus: list[str], args, systems: list[tuple[str, list[str], dict, bool]]) -> list[dict]:
+    """Servers up side by side, loaded in turn --pairs times per load (the order flips each turn),
+    so a noisy moment hits each alike; one row per server and load with the totals (sentences/s
+    over all its turns). ``systems``: (name, extra ``inferd serve`` arguments, env, accounts on)."""
     servers = []
     try:
-        for name, auth in (("platform-noauth", False), ("platform-auth", True)):
+        for name, extra, env, auth in systems:
             port = free_port()
-            command = [str(Path(sys.executable).parent / "inferd"), "serve", "--worker", "--port", str(port),
+            command = [str(Path(sys.executable).parent / "inferd"), "serve", *extra, "--port", str(port),
                        "--catalog", str(measured_catalog(workdir / "catalog.yaml")),
                        "--data-dir", str(workdir / f"{name}-data"), *([] if auth else ["--no-auth"])]
             base = f"http://127.0.0.1:{port}"
-            proc = start_server(name, command, workdir / f"{name}.log", f"{base}/health", inferd_ready, 120,
-                                env={"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else None)
+            proc = start_server(name, command, workdir / f"{name}.log", f"{base}/health", inferd_ready, 300,
+                                env=env | ({"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {}))
             servers.append((name, proc, base, user_token_headers(base, BENCH_ADMIN_TOKEN) if auth else None))
         rows = []
         for concurrency, per_request in args.loads:
@@ -351,6 +355,16 @@ def bench_platform(workdir: Path, corpus: list[str], args) -> list[dict]:
             stop_server(proc)
 
 
+# the systems measured in turns: name -> what it shows, and its servers
+TURNS = {
+    "platform": ("the same server without and with accounts, in turns", [
+        ("platform-noauth", ["--worker"], {}, False), ("platform-auth", ["--worker"], {}, True)]),
+    "ray-turns": ("the same server in one process and on Ray Serve (1 replica), in turns", [
+        ("turns-inferd", ["--worker"], {}, False),
+        ("turns-ray", ["--ray"], {"INFERD_RAY_DASHBOARD": "false"}, False)]),
+}
+
+
 # --- main --------------------------------------------------------------------------------------
 
 def fmt(value, spec: str) -> str:
@@ -361,11 +375,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="measured seconds per load (20)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds before each load (3)")
-    parser.add_argument("--systems", default="raw,inferd,ray,ray2,infinity,platform",
+    parser.add_argument("--systems", default="raw,inferd,ray,ray2,ray-turns,infinity,platform",
                         help="comma list of raw,inferd,ray (inferd on Ray Serve, 1 replica),ray2 (2 replicas of "
-                             "1 CPU),infinity,platform")
+                             "1 CPU),ray-tasks (ray, its calls as Ray tasks: INFERD_RAY_DIRECT_CALLS off),ray-turns "
+                             "(inferd and ray side by side, loaded in turns),infinity,platform")
     parser.add_argument("--pairs", type=int, default=3,
-                        help="platform: alternations of the no-auth and the accounts-on server per load (3)")
+                        help="platform, ray-turns: turns of each of their two servers per load (3)")
     parser.add_argument("--loads", default="64x1,4x32", help="comma list of CLIENTSxSENTENCES")
     parser.add_argument("--port-base", type=int, help="inferd on this port, infinity on the next (default: free)")
     parser.add_argument("--client", choices=("aiohttp", "httpx", "httpx2"), default="aiohttp",
@@ -374,7 +389,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if unknown := set(args.systems) - {"raw", "inferd", "ray", "ray2", "infinity", "platform"}:
+    if unknown := set(args.systems) - {"raw", "inferd", "ray", "ray2", "ray-tasks", "ray-turns", "infinity", "platform"}:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     args.loads = [tuple(int(n) for n in load.lower().split("x")) for load in args.loads.split(",")]
     return args
@@ -407,13 +422,16 @@ def server_plans(args, workdir: Path) -> list[dict]:
             health_url=f"http://127.0.0.1:{port}/health", embed_url=f"http://127.0.0.1:{port}/v1/openai/embeddings",
         ))
     # the same server as a Ray Serve application: the ingress in its own process, and one model
-    # replica threaded as one process is (ray), or two replicas of one CPU each (ray2)
-    for name, scaling in (("ray", None), ("ray2", {"min_instances": 2, "max_instances": 2, "num_cpus": 1})):
+    # replica threaded as one process is (ray), or two replicas of one CPU each (ray2); ray-tasks is
+    # ray with its calls as Ray tasks through the object store rather than over the replica's gRPC
+    for name, scaling in (("ray", None), ("ray2", {"min_instances": 2, "max_instances": 2, "num_cpus": 1}),
+                          ("ray-tasks", None)):
         if name not in args.systems:
             continue
         port = free_port()
+        env = {"INFERD_RAY_DASHBOARD": "false"} | ({"INFERD_RAY_DIRECT_CALLS": "false"} if name == "ray-tasks" else {})
         plans.append(dict(
-            name=f"inferd-{name}", timeout=300, is_ready=inferd_ready, env={"INFERD_RAY_DASHBOARD": "false"},
+            name=f"inferd-{name}", timeout=300, is_ready=inferd_ready, env=env,
             command=[str(Path(sys.executable).parent / "inferd"), "serve", "--ray", "--no-auth", "--port", str(port),
                      "--catalog", str(measured_catalog(workdir / f"catalog-{name}.yaml", scaling)),
                      "--data-dir", str(workdir / f"inferd-{name}-data")],
@@ -459,10 +477,14 @@ def report(rows: list[dict], raw_rates: dict, args) -> dict:
     ratios = ratio("inferd", "infinity")
     if ratios:
         print("inferd / infinity: " + ", ".join(f"{load} = {r:.2f}x" for load, r in ratios.items()))
-    for system, what in (("inferd-ray", "1 replica"), ("inferd-ray2", "2 replicas x 1 CPU")):
+    for system, what in (("inferd-ray", "1 replica"), ("inferd-ray2", "2 replicas x 1 CPU"),
+                         ("inferd-ray-tasks", "1 replica, Ray tasks")):
         if on_ray := ratio(system, "inferd"):
             print(f"inferd on Ray Serve ({what}) / inferd in one process: "
                   + ", ".join(f"{load} = {r:.2f}" for load, r in on_ray.items()))
+    if on_ray := ratio("turns-ray", "turns-inferd"):
+        print("inferd on Ray Serve (1 replica) / inferd in one process, in turns: "
+              + ", ".join(f"{load} = {r:.2f}" for load, r in on_ray.items()))
     if platform := ratio("platform-auth", "platform-noauth"):
         print("inferd-auth / inferd (accounts, usage and limits on, alternated): "
               + ", ".join(f"{load} = {r:.3f}" for load, r in platform.items()))
@@ -505,15 +527,17 @@ def main(argv=None) -> int:
         rows += server_rows
         failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in server_rows if r["errors"]]
 
-    if "platform" in args.systems:
-        print("platform: the same server without and with accounts, in turns", flush=True)
+    for system, (what, servers) in TURNS.items():
+        if system not in args.systems:
+            continue
+        print(f"{system}: {what}", flush=True)
         try:
-            platform_rows = bench_platform(workdir, corpus, args)
-            rows += platform_rows
-            failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in platform_rows if r["errors"]]
+            turn_rows = bench_in_turns(workdir, corpus, args, servers)
+            rows += turn_rows
+            failures += [f"{r['system']} {r['load']}: {r['errors']} errors" for r in turn_rows if r["errors"]]
         except RuntimeError as exc:
-            print(f"  platform FAILED: {exc}", flush=True)
-            failures.append("platform: failed to start")
+            print(f"  {system} FAILED: {exc}", flush=True)
+            failures.append(f"{system}: failed to start")
 
     if "raw" in args.systems:
         # measured again after the servers, so a noisy moment cannot lower the limit

@@ -22,7 +22,10 @@ KV-cache size and max_num_seqs for inferd and vLLM's server; llama.cpp runs the 
 one engine setting inferd's vLLM runtime picks by itself on a small machine (no core reserved
 for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving layer's cost.
 ``inferd-vllm-ray`` is ``inferd-vllm`` as a Ray Serve application (``inferd serve --ray``, one
-replica; ``-ray`` after any inferd system). ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
+replica; ``-ray`` after any inferd system; ``-ray-tasks``: its calls as Ray tasks through the object
+store instead of over the replica's gRPC server). ``ray-turns`` runs ``inferd-vllm`` and
+``inferd-vllm-ray`` side by side and loads them in turns (``--turns``), the figure the Ray
+overhead is judged by on a noisy machine. ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
 user account's token, priced requests, usage rows, rate limits and the spending ledger on every
 stream; ``inferd-vllm-auth / inferd-vllm`` is what the platform costs.
 Results go to the console and ``.bench/results/generation-<UTC>.json``.
@@ -271,13 +274,16 @@ def plans(args, work: Path) -> list[dict]:
         if name.startswith("inferd-"):
             # inferd-<backend>, and inferd-<backend>-auth: accounts, usage and limits on, a user's token
             # inferd-<backend>-ray: the same server as a Ray Serve application (a local Ray, one replica)
-            auth, on_ray = name.endswith("-auth"), name.endswith("-ray")
-            backend = name.removeprefix("inferd-").removesuffix("-auth").removesuffix("-ray")
+            # inferd-<backend>-ray-tasks: the same on Ray, its calls as Ray tasks (INFERD_RAY_DIRECT_CALLS off)
+            tasks = name.endswith("-ray-tasks")
+            auth, on_ray = name.endswith("-auth"), name.endswith("-ray") or tasks
+            backend = name.removeprefix("inferd-").removesuffix("-auth").removesuffix("-ray-tasks").removesuffix("-ray")
             catalog = catalog_yaml(work / f"{name}.yaml", backend, args, priced=auth)
             out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
                         "url": f"{base}/v1/openai/chat/completions",
                         "env": ({"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {})
-                        | ({"INFERD_RAY_DASHBOARD": "false"} if on_ray else {}),
+                        | ({"INFERD_RAY_DASHBOARD": "false"} if on_ray else {})
+                        | ({"INFERD_RAY_DIRECT_CALLS": "false"} if tasks else {}),
                         "account_from": (base, BENCH_ADMIN_TOKEN) if auth else None,
                         "command": [str(REPO / ".venv/bin/inferd"), "serve", "--ray" if on_ray else "--worker",
                                     "--port", str(port),
@@ -308,13 +314,46 @@ def plans(args, work: Path) -> list[dict]:
     return out
 
 
+def ray_turns(args, work: Path, levels: list[int]) -> list[dict]:
+    """``ray-turns``: inferd-vllm in one process and on Ray Serve (one replica) up side by side;
+    the largest level runs on each in turn, --turns times (the order flips every turn), so a noisy
+    moment of the machine hits both alike. One row per server: tokens/s over all its turns."""
+    pair = plans(argparse.Namespace(**{**vars(args), "systems": ["inferd-vllm", "inferd-vllm-ray"]}), work)
+    c, procs, rows = max(levels), [], []
+    try:
+        for plan in pair:
+            plan["name"] = "turns-" + plan["name"]
+            procs.append(start_server(plan["name"], plan["command"], work / f"{plan['name']}.log", plan["health"],
+                                      plan["ready"], 900, plan.get("env")))
+        for plan in pair:  # a whole level first, not counted: vLLM compiles for the batch sizes it meets
+            asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, 1, plan["extra"]))
+        runs: dict[str, list[dict]] = {plan["name"]: [] for plan in pair}
+        for turn in range(args.turns):
+            for plan in (pair if turn % 2 == 0 else pair[::-1]):
+                result = asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, 1, plan["extra"]))
+                runs[plan["name"]].append(result)
+                print(f"  {plan['name']:24s} {c:3d} streams turn {turn + 1}: {result['tok_s']:7.1f} tok/s  ttft p50 "
+                      f"{result['ttft_p50_ms']:7.0f} ms", flush=True)
+        for name, results in runs.items():
+            rows.append({"system": name, "streams": c, "turns": len(results),
+                         # the same tokens each turn: the harmonic mean is tokens over total time
+                         "tok_s": len(results) / sum(1 / r["tok_s"] for r in results),
+                         "ttft_p50_ms": sorted(r["ttft_p50_ms"] for r in results)[len(results) // 2]})
+    finally:
+        for proc in procs:
+            stop_server(proc)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", default="inferd-vllm,inferd-vllm-auth,inferd-vllm-ray,vllm-server,vllm-server-tuned,llamacpp-server,"
-                                             "inferd-transformers,static-32")
+    parser.add_argument("--systems", default="inferd-vllm,inferd-vllm-auth,ray-turns,vllm-server,vllm-server-tuned,"
+                                             "llamacpp-server,inferd-transformers,static-32")
     parser.add_argument("--streams", default="1,8,32")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--turns", type=int, default=3,
+                        help="ray-turns: turns of each of its two servers at the largest level (3)")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--kv-gib", type=float, default=2.0)
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (both vLLM systems)")
@@ -327,6 +366,8 @@ def main(argv=None) -> int:
                              "client sending 100,000-character prompts")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
+    turns = "ray-turns" in args.systems
+    args.systems = [s for s in args.systems if s != "ray-turns"]
     levels = [int(x) for x in args.streams.split(",")]
     rows, failed = [], False
     with tempfile.TemporaryDirectory(prefix="inferd-bench-") as tmp:
@@ -388,6 +429,13 @@ def main(argv=None) -> int:
                 failed = True
             finally:
                 stop_server(proc)
+        if turns:
+            print("ray-turns: inferd-vllm in one process and on Ray Serve, side by side, in turns", flush=True)
+            try:
+                rows += ray_turns(args, work, levels)
+            except Exception as exc:  # noqa: BLE001 - report it with the rest
+                print(f"  ray-turns failed: {exc}")
+                failed = True
     by = {(r["system"], r["streams"]): r for r in rows}
     print("\nratios")
     for c in levels:
@@ -408,6 +456,10 @@ def main(argv=None) -> int:
             if alone and on_ray:
                 print(f"  {c:3d} streams: inferd-{runtime}-ray / inferd-{runtime} (Ray Serve, one replica) throughput "
                       f"{on_ray['tok_s'] / alone['tok_s']:.2f}, ttft p50 {on_ray['ttft_p50_ms'] / alone['ttft_p50_ms']:.2f}x")
+        alone, on_ray = by.get(("turns-inferd-vllm", c)), by.get(("turns-inferd-vllm-ray", c))
+        if alone and on_ray:
+            print(f"  {c:3d} streams: inferd-vllm-ray / inferd-vllm in turns ({alone['turns']} each) throughput "
+                  f"{on_ray['tok_s'] / alone['tok_s']:.2f}, ttft p50 {on_ray['ttft_p50_ms'] / alone['ttft_p50_ms']:.2f}x")
         llama = by.get(("llamacpp-server", c))
         if mine and llama:
             print(f"  {c:3d} streams: inferd-vllm / llama.cpp server {mine['tok_s'] / llama['tok_s']:.2f}x")

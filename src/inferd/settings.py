@@ -117,10 +117,15 @@ class Settings(BaseSettings):
         "proxy (replicated by Ray; a hop more: docs/scale-out.md has the figures)"
     )
     ray_ingress_replicas: int = Field(
-        1, ge=1, description="replicas of the HTTP ingress (more than one needs PostgreSQL: shared limits)"
+        1, ge=1, description="replicas of the HTTP ingress with ray_ingress 'serve' (more than one: limits are "
+        "counted in the database; on a cluster of several machines that must be PostgreSQL)"
     )
     ray_request_timeout_s: float = Field(
         600.0, gt=0, description="longest a call to a model's replicas may take (a replica that never comes up: 503)"
+    )
+    ray_direct_calls: bool = Field(
+        True, description="call model replicas over their gRPC servers with the router in the ingress's event loop "
+        "(Ray Serve's throughput-optimised handles); off: Ray tasks through the object store"
     )
     ray_dashboard: bool = Field(True, description="start Ray's dashboard with a local Ray (port 8265)")
 
@@ -134,7 +139,9 @@ class Settings(BaseSettings):
 
     def shared_limits(self) -> bool:
         if self.limits == "auto":
-            return not self.resolved_database_url().startswith("sqlite")
+            # several ingress replicas are several processes on one database, whatever it is
+            several = self.ray_ingress == "serve" and self.ray_ingress_replicas > 1
+            return several or not self.resolved_database_url().startswith("sqlite")
         return self.limits == "shared"
 
     def resolved_database_url(self) -> str:

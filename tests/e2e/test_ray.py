@@ -67,7 +67,8 @@ def ray_server(tmp_path_factory, tiny_lm_dir):
                           "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
     tiny = {"id": TINY, "task": "text-generation", "backend": "transformers", "source": str(tiny_lm_dir),
             "limits": {"context_length": 1024, "max_batch_size": 8}}
-    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny]
+    voice = default_models("text-to-speech")[0]  # no replica form yet: the ingress process serves it
+    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, voice]
     catalog = write_catalog(root / "catalog.yaml", models)
     server = RemoteServer(root, "--ray", "--catalog", str(catalog),
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2"})
@@ -107,6 +108,18 @@ def test_cohere_rerank_and_litellm_through_ray(ray_server):
     reranked = litellm.rerank(model=f"deepinfra/{RERANKER}", query="capital of France", documents=TEXTS[::-1],
                               api_base=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
     assert max(reranked.results, key=lambda r: r["relevance_score"])["index"] in (1, 2)
+
+
+def test_a_task_without_replicas_is_served_by_the_ingress(ray_server):
+    import openai
+
+    voice = default_models("text-to-speech")[0]["id"]
+    health = httpx.get(f"{ray_server.base_url}/health").json()["models"]
+    assert [m["status"] for key, m in health.items() if key.startswith(voice)] == ["ready"], health
+    client = openai.OpenAI(base_url=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
+    wav = client.audio.speech.create(model=voice, voice="alloy", input="Hello from the ingress.",
+                                     response_format="wav").content
+    assert wav[:4] == b"RIFF" and len(wav) > 20_000  # a second of 22 kHz 16-bit audio is 44 kB
 
 
 def test_bad_input_is_a_4xx_in_the_dialects_shape(ray_server):

@@ -1,36 +1,79 @@
 """`inferd serve --ray` with INFERD_RAY_INGRESS=serve: the FastAPI app as a Ray Serve ingress
-deployment behind Serve's own HTTP proxy, the model in its replica; the same answers, tokens
-and error shapes as from one process."""
+deployment, two replicas of it behind Serve's own HTTP proxy on one PostgreSQL, the model in its
+replica (called as Ray tasks, not over gRPC); the same answers, tokens and error shapes as from one
+process, and an account's limit and bill exact whichever ingress replica takes a request."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import numpy as np
+import psutil
 import pytest
+from sqlalchemy import func, select
 
+from inferd.accounts.db import Database
+from inferd.accounts.models import UsageRecord
 from tests.e2e.conftest import RemoteServer, default_models, write_catalog
-from tests.e2e.test_ray import MINILM, replicas, wait_for
+from tests.e2e.test_ray import MINILM, _burst, replicas, wait_for
 
 pytest.importorskip("ray.serve")
 
 
-def test_the_serve_ingress_answers_as_one_process(tmp_path):
+def ingress_replicas() -> list[psutil.Process]:
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if line.startswith("ray::ServeReplica:inferd:ingress"):
+            out.append(proc)
+    return out
+
+
+async def usage_rows(url: str, account_id: str) -> int:
+    db = Database(url)
+    try:
+        async with db.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(UsageRecord)
+                                            .where(UsageRecord.account_id == account_id)))
+    finally:
+        await db.close()
+
+
+async def test_two_serve_ingress_replicas_answer_as_one_process_and_share_limits(tmp_path, pg_server):
     import openai
 
+    url = await pg_server.new_database()
     catalog = write_catalog(tmp_path / "catalog.yaml", default_models("embeddings")[:1])
-    server = RemoteServer(tmp_path, "--ray", "--catalog", str(catalog),
-                          env={"INFERD_RAY_DASHBOARD": "false", "INFERD_RAY_INGRESS": "serve"})
+    server = RemoteServer(tmp_path, "--ray", "--catalog", str(catalog), "--database-url", url,
+                          env={"INFERD_RAY_DASHBOARD": "false", "INFERD_RAY_INGRESS": "serve",
+                               "INFERD_RAY_INGRESS_REPLICAS": "2", "INFERD_USAGE_FLUSH_INTERVAL_S": "0.1",
+                               # the ingress calls its model as Ray tasks (test_ray.py: over gRPC, the default)
+                               "INFERD_RAY_DIRECT_CALLS": "false"})
     try:
-        server.wait_ready(timeout=300)
-        assert len(replicas(MINILM)) == 1
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1/openai", api_key=server.token)
-        vectors = np.array([d.embedding for d in client.embeddings.create(
-            model=MINILM, input=["Paris is in France.", "Paris is a French city.", "Bananas are yellow."]).data])
+        await asyncio.to_thread(server.wait_ready, timeout=300)
+        assert len(replicas(MINILM)) == 1 and len(ingress_replicas()) == 2
+        client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1/openai", api_key=server.token)
+        vectors = np.array([d.embedding for d in (await client.embeddings.create(
+            model=MINILM, input=["Paris is in France.", "Paris is a French city.", "Bananas are yellow."])).data])
         assert vectors.shape == (3, 384) and vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
-        url = f"{server.base_url}/v1/openai/embeddings"
-        assert httpx.post(url, json={"model": MINILM, "input": "x"}).status_code == 401
-        bad = httpx.post(url, json={"model": MINILM, "input": [""]}, headers=server.headers())
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            endpoint = "/v1/openai/embeddings"
+            assert (await http.post(endpoint, json={"model": MINILM, "input": "x"})).status_code == 401
+            bad = await http.post(endpoint, json={"model": MINILM, "input": [""]}, headers=server.headers())
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+            made = (await http.post("/v1/accounts", json={"name": "ten", "rate_limit": 10},
+                                    headers=server.headers())).json()
+        # 30 requests of 128 long inputs at once over the two ingress replicas (Serve's proxy spreads
+        # them): the ten admitted take seconds, so they still hold their slots when the rest arrive
+        statuses = await _burst(server, MINILM, 30, token=made["token"], inputs=128)
+        assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
+        # and the bill has a row for each request served, none twice
+        for _ in range(50):
+            if await usage_rows(url, made["account_id"]) >= 10:
+                break
+            await asyncio.sleep(0.2)
+        assert await usage_rows(url, made["account_id"]) == 10
     finally:
-        assert server.stop(timeout=60) == 0
-    wait_for(lambda: not replicas(MINILM), 30, "the replicas end with the server")
+        assert await asyncio.to_thread(server.stop, timeout=60) == 0
+    wait_for(lambda: not replicas(MINILM) and not ingress_replicas(), 30, "the replicas end with the server")

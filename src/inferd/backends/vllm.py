@@ -18,6 +18,12 @@ Catalog ``options`` (all optional):
                          (VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM reserves one per worker; on a
                          machine of 4 cores or fewer inferd reserves none by default: measured on
                          2 cores, 32 streams went from 338 to 493 tok/s (docs/benchmarks.md)
+  gpu_memory_utilization on a GPU (vLLM's CUDA build): the share of the GPU's memory vLLM takes
+                         for weights and KV cache; set, it sizes the cache instead of kv_cache_gib
+  tensor_parallel_size   GPUs one model is split over (default 1), with vLLM's own
+                         multiprocessing executor in one process. On Ray Serve a replica asks
+                         Ray for ``scaling.num_gpus``; more than one GPU per replica is not
+                         served there yet (docs/scale-out.md, "GPUs": the plan)
   gguf_file, trust_remote_code, seed
 The catalog's limits.max_batch_size is vLLM's max_num_seqs; limits.queue_size bounds waiting requests.
 """
@@ -34,6 +40,13 @@ from inferd.backends.transformers_lm import resolve_lm_checkpoint
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
+
+
+def tensor_parallel_size(options: dict[str, Any]) -> int:
+    size = int(options.get("tensor_parallel_size", 1))
+    if size < 1:
+        raise ValueError(f"tensor_parallel_size must be at least 1, not {size}")
+    return size
 
 
 class VLLMBackend(Backend):
@@ -59,7 +72,9 @@ class VLLMBackend(Backend):
             "model": str(self.checkpoint),
             "dtype": self.dtype,
             "max_num_seqs": self.spec.limits.max_batch_size,
-            "kv_cache_memory_bytes": int(float(o.get("kv_cache_gib", 2)) * GiB),
+            **({"gpu_memory_utilization": float(o["gpu_memory_utilization"])} if "gpu_memory_utilization" in o
+               else {"kv_cache_memory_bytes": int(float(o.get("kv_cache_gib", 2)) * GiB)}),
+            "tensor_parallel_size": tensor_parallel_size(o),
             "enforce_eager": bool(o.get("enforce_eager", True)),
             "trust_remote_code": bool(o.get("trust_remote_code", False)),
             "seed": int(o.get("seed", 0)),

@@ -26,24 +26,41 @@ from inferd.catalog import ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
-from inferd.engine.pool import EngineFactory, Unloadable
+from inferd.engine.pool import EngineFactory, build_engine
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# the tasks whose engines run in replicas so far (the others are served by one process only)
+# the tasks whose engines run in replicas so far (the ingress process serves the others itself)
 RAY_TASKS = frozenset({Task.EMBEDDINGS, Task.RERANKER, Task.TEXT_GENERATION})
 
 
 class Remote:
     """The calls to one model's deployment."""
 
-    def __init__(self, handle: Any, model: str, timeout_s: float, observer: EngineObserver):
+    def __init__(self, handle: Any, model: str, timeout_s: float, observer: EngineObserver, direct: bool = False):
         self.handle = handle
         self.model = model
         self.timeout_s = timeout_s
         self.observer = observer
+        self._direct = direct
+        self._calls: Any = None
+
+    def _method(self, name: str, stream: bool = False) -> Any:
+        if self._calls is None:
+            if self._direct:
+                # Ray Serve's throughput-optimised handle: its router in this event loop (no hop to
+                # Ray's router thread for each call and each streamed item) and calls over the
+                # replica's gRPC server rather than Ray tasks and the object store. Made on the
+                # first call: such a router belongs to the running loop. (Serve caches handles: one
+                # made for this deployment before is already set up)
+                if not self.handle.is_initialized:
+                    self.handle._init(_run_router_in_separate_loop=False)
+                self._calls = self.handle.options(_by_reference=False)
+            else:
+                self._calls = self.handle
+        return getattr(self._calls.options(stream=True) if stream else self._calls, name)
 
     def _error(self, exc: BaseException, retried: bool) -> InferdError | None:
         """Ray's failure as the error the client gets; None: a replica went away, try another
@@ -59,7 +76,7 @@ class Remote:
             return Overloaded(f"model {self.model} is overloaded; retry later", retry_after=1)
         if isinstance(exc, DeploymentUnavailableError):
             return ModelUnavailable(f"model {self.model} failed to deploy on Ray Serve", retry_after=30)
-        if isinstance(exc, RayActorError | ReplicaUnavailableError):
+        if isinstance(exc, RayActorError | ReplicaUnavailableError) or _transport_failed(exc):
             if retried:
                 return ModelUnavailable(f"model {self.model}: its replica went away ({type(exc).__name__}); "
                                         "retry shortly", retry_after=2)
@@ -70,7 +87,7 @@ class Remote:
 
     async def call(self, method: str, *args: Any) -> Any:
         for attempt in (1, 2):
-            response = getattr(self.handle, method).remote(*args)
+            response = self._method(method).remote(*args)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     replica, value = await response
@@ -94,7 +111,7 @@ class Remote:
         more on another; after it, 503 (what was sent cannot be taken back). Leaving early
         cancels the call in the replica."""
         for attempt in (1, 2):
-            response = getattr(self.handle.options(stream=True), method).remote(*args)
+            response = self._method(method, stream=True).remote(*args)
             started = finished = False
             try:
                 async for replica, item in response:
@@ -112,6 +129,16 @@ class Remote:
             finally:
                 if not finished:
                     response.cancel()  # the client left: the replica stops
+
+
+def _transport_failed(exc: BaseException) -> bool:
+    """A direct call's gRPC channel broke (Ray Serve maps UNAVAILABLE to ActorUnavailableError;
+    this is the rest: the replica went away mid-call)."""
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - Ray Serve depends on grpcio
+        return False
+    return isinstance(exc, grpc.aio.AioRpcError)
 
 
 class Coalescer:
@@ -261,9 +288,13 @@ def remote_engines(models: dict[str, tuple[str, str]]) -> EngineFactory:
     def build(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
         names = models.get(ref.key)
         if names is None:
-            return Unloadable(ref, f"task {ref.spec.task.value} is not served on Ray Serve yet; serve it from one "
-                                   "process (inferd serve without --ray)")
-        remote = Remote(serve.get_deployment_handle(*names), ref.spec.id, settings.ray_request_timeout_s, observer)
+            # a task whose engine has no replica form yet (speech, images, vision): this process
+            # serves it, as one process does
+            log.info("model %s (%s) is served by the ingress process, not by Ray Serve replicas", ref.key,
+                     ref.spec.task.value)
+            return build_engine(ref, settings, observer)
+        remote = Remote(serve.get_deployment_handle(*names), ref.spec.id, settings.ray_request_timeout_s, observer,
+                        direct=settings.ray_direct_calls)
         if ref.spec.task is Task.TEXT_GENERATION:
             return RemoteGeneration(ref, remote)
         return RemoteEncoder(ref, remote)

@@ -18,6 +18,7 @@ import signal
 import threading
 from typing import Any
 
+from inferd.backends.vllm import tensor_parallel_size
 from inferd.catalog import Catalog, ModelRef, Scaling
 from inferd.cluster.remote import RAY_TASKS, remote_engines
 from inferd.cluster.replica import ModelReplica
@@ -113,6 +114,10 @@ def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, 
     for ref in catalog.refs():
         if ref.spec.task not in RAY_TASKS:
             continue
+        if ref.spec.backend == "vllm" and tensor_parallel_size(dict(ref.spec.options)) > 1:
+            # vLLM's Ray executor in the replica's placement group: planned, not built (docs/scale-out.md)
+            raise ValueError(f"model {ref.key}: tensor_parallel_size > 1 is not served on Ray Serve yet; serve it "
+                             "from one process (inferd serve) or with one GPU per replica (scaling.num_gpus: 1)")
         replica = serve.deployment(ModelReplica).options(**deployment_options(ref))
         app = replica.bind(ref.key, catalog, replica_settings(settings, ref.spec.scaling))
         targets.append(serve.RunTarget(app, name=model_app_name(ref), route_prefix=None))
@@ -142,12 +147,16 @@ def run(settings: Settings, catalog: Catalog) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # as SIGINT until HTTP serving takes the signals over
     local = settings.ray_address is None
     if local:
+        # Ray runs its workers at nice 15 (in favour of the driver): here they are the service (the
+        # model replicas) and would lose every core they share with the ingress and the clients
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count(), include_dashboard=settings.ray_dashboard, log_to_driver=True)
     else:
         ray.init(address=settings.ray_address, log_to_driver=True)
     from ray import serve
 
     models: dict[str, tuple[str, str]] = {}
+    code = 0
     try:
         if settings.ray_ingress == "local":
             # no Serve proxy: this process serves HTTP (the proxy would take its port, 8000 by default)
@@ -162,6 +171,9 @@ def run(settings: Settings, catalog: Catalog) -> int:
             _serve_on_ray(settings, catalog, models)
     except KeyboardInterrupt:  # SIGINT while the models were deploying: stopped, as asked
         log.info("interrupted while starting")
+    except ValueError as exc:  # a catalog entry Ray Serve cannot serve: said, and nothing deployed
+        log.error("%s", exc)
+        code = 2
     finally:
         log.info("taking the Ray Serve applications down")
         try:
@@ -172,7 +184,7 @@ def run(settings: Settings, catalog: Catalog) -> int:
             done.join(SHUTDOWN_S)
         finally:
             ray.shutdown()
-    return 0
+    return code
 
 
 def _serve_here(settings: Settings, catalog: Catalog, models: dict[str, tuple[str, str]]) -> None:

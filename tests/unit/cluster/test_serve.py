@@ -57,3 +57,13 @@ def test_ray_address_after_the_flag():
     assert ray_address_argument(["serve", "--ray", "ray://head:10001"]) == ["serve", "--ray-address", "ray://head:10001"]
     assert ray_address_argument(["serve", "--ray", "--port", "9"]) == ["serve", "--ray", "--port", "9"]
     assert ray_address_argument(["serve", "--ray"]) == ["serve", "--ray"]
+
+
+def test_a_model_split_over_gpus_is_refused_on_ray_before_anything_deploys():
+    pytest.importorskip("ray.serve")
+    from inferd.cluster.serve import deploy_models
+
+    spec = ModelSpec(id="big", task="text-generation", backend="vllm", source="/m",
+                     options={"tensor_parallel_size": 2}, scaling={"num_gpus": 2})
+    with pytest.raises(ValueError, match="tensor_parallel_size > 1 is not served on Ray Serve yet"):
+        deploy_models(Settings(), Catalog([spec]))
