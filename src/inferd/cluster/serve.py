@@ -105,6 +105,10 @@ class Ingress:
         return self._inferd_app
 
 
+class CannotDeploy(ValueError):
+    """A catalog entry inferd cannot serve on Ray Serve (said at start, before anything deploys)."""
+
+
 def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, str]]:
     """One Serve application per catalog version served on Ray, deployed together; returns each
     version's (deployment, application) names. Waits until their replicas are up."""
@@ -116,7 +120,7 @@ def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, 
             continue
         if ref.spec.backend == "vllm" and tensor_parallel_size(dict(ref.spec.options)) > 1:
             # vLLM's Ray executor in the replica's placement group: planned, not built (docs/scale-out.md)
-            raise ValueError(f"model {ref.key}: tensor_parallel_size > 1 is not served on Ray Serve yet; serve it "
+            raise CannotDeploy(f"model {ref.key}: tensor_parallel_size > 1 is not served on Ray Serve yet; serve it "
                              "from one process (inferd serve) or with one GPU per replica (scaling.num_gpus: 1)")
         replica = serve.deployment(ModelReplica).options(**deployment_options(ref))
         app = replica.bind(ref.key, catalog, replica_settings(settings, ref.spec.scaling))
@@ -171,7 +175,7 @@ def run(settings: Settings, catalog: Catalog) -> int:
             _serve_on_ray(settings, catalog, models)
     except KeyboardInterrupt:  # SIGINT while the models were deploying: stopped, as asked
         log.info("interrupted while starting")
-    except ValueError as exc:  # a catalog entry Ray Serve cannot serve: said, and nothing deployed
+    except CannotDeploy as exc:  # a catalog entry Ray Serve cannot serve: said, and nothing deployed
         log.error("%s", exc)
         code = 2
     finally:
