@@ -83,7 +83,9 @@ def serve(
         access_log=True if access_log else None,
         ray_address=ray_address,
     )
-    if not (worker or ray or ray_address):
+    # a local Ray (--ray without an address) is the server's own: its processes join the server's
+    # process group, and the supervisor ends them with it, whatever ends the server
+    if not (worker or ray_address):
         import sys
 
         from inferd.supervisor import supervise

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import MINILM
 from tests.e2e.conftest import RemoteServer, default_catalog_of, embeddings_only_catalog
@@ -67,6 +68,37 @@ def test_a_server_killed_outright_leaves_no_process_behind(tmp_path):
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(pgid)
+
+
+def test_a_ray_server_killed_outright_leaves_no_ray_process_behind(tmp_path):
+    pytest.importorskip("ray.serve")
+    catalog = embeddings_only_catalog(tmp_path / "catalog.yaml")
+    server = RemoteServer(tmp_path, "--ray", "--catalog", str(catalog),
+                          env={"INFERD_RAY_DASHBOARD": "false"}).wait_ready(timeout=300)
+    try:
+        pgid = os.getpgid(server.pid)
+        group = [p for p in psutil.process_iter(["name"]) if _in_group(p, pgid)]
+        raylet = next(p for p in group if p.info["name"] == "raylet")  # Ray's own processes are in the group...
+        workers = raylet.children(recursive=True)  # ...its workers (the replica among them) in groups of their own
+        assert any(" ".join(w.cmdline()).startswith("ray::ServeReplica") for w in workers)
+    except BaseException:
+        server.stop(timeout=60)
+        raise
+    os.kill(server.pid, signal.SIGKILL)  # as the kernel's OOM killer would: no teardown of its own
+    server.process.wait(60)
+    deadline = time.monotonic() + 30
+    left = group + workers
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    assert not left, [p.cmdline() for p in left]
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def test_kill_9_under_load_loses_at_most_the_last_flush(tmp_path):
