@@ -7,6 +7,10 @@ a replica that dies or goes away under a request is tried once more on another r
 calls are idempotent: an encoder pass), then 503 with ``Retry-After``; no answer within
 ``ray_request_timeout_s`` (no replica comes up: scale from zero that cannot be placed) is 503
 too, never a hang. A request whose client leaves cancels its call in the replica.
+
+Calls go over each replica's gRPC server with the handle's router in this event loop (Ray
+Serve's throughput-optimised handles; ``ray_direct_calls``), or as Ray tasks through the object
+store when that is off. Models of tasks with no replica form yet are built here, in this process.
 """
 
 from __future__ import annotations
