@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -338,7 +339,7 @@ def ray_turns(args, work: Path, levels: list[int]) -> list[dict]:
             rows.append({"system": name, "streams": c, "turns": len(results),
                          # the same tokens each turn: the harmonic mean is tokens over total time
                          "tok_s": len(results) / sum(1 / r["tok_s"] for r in results),
-                         "ttft_p50_ms": sorted(r["ttft_p50_ms"] for r in results)[len(results) // 2]})
+                         "ttft_p50_ms": statistics.median(r["ttft_p50_ms"] for r in results)})
     finally:
         for proc in procs:
             stop_server(proc)
