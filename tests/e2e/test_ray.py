@@ -28,15 +28,20 @@ TINY = "tiny"  # a random-weight LM on the transformers runtime
 TEXTS = ["Paris is the capital of France.", "The capital city of France is Paris.", "Bananas are yellow."]
 
 
-def replicas(model: str) -> list[psutil.Process]:
-    """The live replica processes of a model (Ray titles them with the deployment's name)."""
-    tag = "model-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+def serve_replicas(title: str) -> list[psutil.Process]:
+    """The live Serve replica processes whose title (Ray's ``ray::ServeReplica:APP:DEPLOYMENT``)
+    holds ``title``."""
     out = []
     for proc in psutil.process_iter(["cmdline"]):
         line = " ".join(proc.info["cmdline"] or ())
-        if line.startswith("ray::ServeReplica:") and f":{tag}_" in line:
+        if line.startswith("ray::ServeReplica:") and title in line:
             out.append(proc)
     return out
+
+
+def replicas(model: str) -> list[psutil.Process]:
+    """The live replica processes of a model (Ray titles them with the deployment's name)."""
+    return serve_replicas(":model-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", model) + "_")
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.5):

@@ -9,25 +9,19 @@ import asyncio
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 from sqlalchemy import func, select
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
 from tests.e2e.conftest import RemoteServer, default_models, write_catalog
-from tests.e2e.test_ray import MINILM, _burst, replicas, wait_for
+from tests.e2e.test_ray import MINILM, _burst, replicas, serve_replicas, wait_for
 
 pytest.importorskip("ray.serve")
 
 
-def ingress_replicas() -> list[psutil.Process]:
-    out = []
-    for proc in psutil.process_iter(["cmdline"]):
-        line = " ".join(proc.info["cmdline"] or ())
-        if line.startswith("ray::ServeReplica:inferd:ingress"):
-            out.append(proc)
-    return out
+def ingress_replicas() -> list:
+    return serve_replicas("ray::ServeReplica:inferd:ingress")
 
 
 async def usage_rows(url: str, account_id: str) -> int:

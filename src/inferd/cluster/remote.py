@@ -49,26 +49,27 @@ class Remote:
         self.timeout_s = timeout_s
         self.observer = observer
         self._direct = direct
-        self._calls: Any = None
+        self._handles: tuple[Any, Any] | None = None  # (calls, streaming calls), made on the first call
 
     def _method(self, name: str, stream: bool = False) -> Any:
-        if self._calls is None:
+        if self._handles is None:
+            calls = self.handle
             if self._direct:
                 # Ray Serve's throughput-optimised handle: its router in this event loop (no hop to
                 # Ray's router thread for each call and each streamed item) and calls over the
                 # replica's gRPC server rather than Ray tasks and the object store. Made on the
                 # first call: such a router belongs to the running loop. (Serve caches handles: one
                 # made for this deployment before is already set up)
-                if not self.handle.is_initialized:
-                    self.handle._init(_run_router_in_separate_loop=False)
-                self._calls = self.handle.options(_by_reference=False)
-            else:
-                self._calls = self.handle
-        return getattr(self._calls.options(stream=True) if stream else self._calls, name)
+                if not calls.is_initialized:
+                    calls._init(_run_router_in_separate_loop=False)
+                calls = calls.options(_by_reference=False)
+            self._handles = (calls, calls.options(stream=True))
+        return getattr(self._handles[stream], name)
 
     def _error(self, exc: BaseException, retried: bool) -> InferdError | None:
         """Ray's failure as the error the client gets; None: a replica went away, try another
         (unless ``retried``)."""
+        from grpc.aio import AioRpcError  # Ray Serve's own dependency
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
@@ -80,7 +81,8 @@ class Remote:
             return Overloaded(f"model {self.model} is overloaded; retry later", retry_after=1)
         if isinstance(exc, DeploymentUnavailableError):
             return ModelUnavailable(f"model {self.model} failed to deploy on Ray Serve", retry_after=30)
-        if isinstance(exc, RayActorError | ReplicaUnavailableError) or _transport_failed(exc):
+        # (a direct call's gRPC channel that broke mid-call: Serve maps only UNAVAILABLE to RayActorError)
+        if isinstance(exc, RayActorError | ReplicaUnavailableError | AioRpcError):
             if retried:
                 return ModelUnavailable(f"model {self.model}: its replica went away ({type(exc).__name__}); "
                                         "retry shortly", retry_after=2)
@@ -133,16 +135,6 @@ class Remote:
             finally:
                 if not finished:
                     response.cancel()  # the client left: the replica stops
-
-
-def _transport_failed(exc: BaseException) -> bool:
-    """A direct call's gRPC channel broke (Ray Serve maps UNAVAILABLE to ActorUnavailableError;
-    this is the rest: the replica went away mid-call)."""
-    try:
-        import grpc
-    except ImportError:  # pragma: no cover - Ray Serve depends on grpcio
-        return False
-    return isinstance(exc, grpc.aio.AioRpcError)
 
 
 class Coalescer:
