@@ -106,6 +106,23 @@ class Settings(BaseSettings):
     def threads_per_worker(self) -> int:
         return self.torch_threads or max(1, (os.cpu_count() or 1) // self.engine_workers)
 
+    # --- deployments (POST /deploy/llm, /deploy/hf/: models added while the server runs)
+    deploy_paths: list[Path] = Field(
+        default_factory=list, description="local directories deployments may load weights from (a `path` outside "
+        "them is refused); JSON list in INFERD_DEPLOY_PATHS"
+    )
+    deploy_from_hub: bool = Field(True, description="deployments may name Hugging Face repositories (downloaded "
+                                  "to the hub's cache)")
+    deploy_llm_backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="the runtime of POST /deploy/llm unless its extra_args.backend says"
+    )
+    deploy_memory_gib: float | None = Field(
+        None, gt=0, description="memory all deployments together may take (estimated before each loads); unset: "
+        "whatever the machine has free"
+    )
+    memory_reserve_gib: float = Field(1.0, ge=0, description="memory a deployment must leave free for the server")
+    max_deployments_per_account: int = Field(8, ge=0, description="live deployments one account may have")
+
     # --- Ray Serve (inferd serve --ray)
     ray_address: str | None = Field(
         None, description="the Ray cluster to run on (`ray start --head` prints it; 'auto' finds the local one); "

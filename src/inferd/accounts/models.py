@@ -119,3 +119,24 @@ class RateTokens(Base):
     holder: Mapped[str] = mapped_column(String(32), primary_key=True)
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
     tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class Deployment(Base):
+    """A model an account deployed over the API (deployments/): one version of ``model_name``.
+    ``config`` holds the catalog entry's fields it was made with (limits, options, scaling...)."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deploy_id: Mapped[str] = mapped_column(String(32), unique=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    task: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(1200))
+    config: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # initializing, deploying, deployed, failed, stopped, deleted
+    fail_reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

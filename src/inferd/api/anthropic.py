@@ -29,7 +29,7 @@ async def messages(body: MessagesRequest, request: Request, ctx: RequestContext 
 
 
 @router.post("/v1/messages/count_tokens", response_class=FastJSONResponse)
-async def messages_count_tokens(body: CountTokensRequest, _: RequestContext = Depends(authenticated),
+async def messages_count_tokens(body: CountTokensRequest, ctx: RequestContext = Depends(authenticated),
                                 state: AppState = Depends(app_state)):
     """How many input tokens the request's messages take."""
-    return FastJSONResponse(await count_tokens(state.generation, body))
+    return FastJSONResponse(await count_tokens(state.generation, body, ctx))

@@ -17,12 +17,15 @@ from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import accounts, anthropic, cohere, elevenlabs, inference, infinity, openai, platform, system
+from inferd.api import accounts, anthropic, cohere, deploy, elevenlabs, inference, infinity, openai, platform, system
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
 from inferd.catalog import Catalog, load_catalog
+from inferd.deployments.manager import Deployments
+from inferd.deployments.store import DeploymentStore
 from inferd.engine.pool import EngineFactory, ModelPool
+from inferd.serving.deployments import DeploymentService
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
@@ -79,6 +82,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None, engines: Eng
         synthesis=SynthesisService(pool, meter, settings),
         images=ImageService(pool, meter, settings),
         vision=VisionService(pool, meter, settings),
+        deploys=DeploymentService(Deployments(DeploymentStore(db), catalog, pool, settings), usage),
     )
 
 
@@ -102,10 +106,12 @@ def create_app(settings: Settings, catalog: Catalog | None = None, engines: Engi
         await state.usage.start()
         await state.limits.start()
         state.pool.start()
+        await state.deploys.deployments.restore()
         log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
         try:
             yield
         finally:
+            await state.deploys.deployments.close()
             await state.pool.stop()
             await state.limits.stop()
             state.generation.prompts.close()
@@ -134,6 +140,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None, engines: Engi
     app.include_router(inference.router)
     app.include_router(cohere.router)
     app.include_router(platform.router)
+    app.include_router(deploy.router)
     app.include_router(accounts.router)
     app.include_router(anthropic.router, prefix="/anthropic")
     app.include_router(elevenlabs.router)

@@ -11,7 +11,6 @@ from inferd.accounts.spending import spend_limits
 from inferd.accounts.tokens import TokenInfo
 from inferd.api.state import AppState, app_state
 from inferd.catalog import Task
-from inferd.catalog.catalog import split_version
 from inferd.errors import Forbidden, InferdError, Unauthorized
 from inferd.serving.context import RequestContext
 
@@ -94,10 +93,10 @@ def model_upload() -> None:
     """A dependency that marks the native route: its body is audio when its model's task takes audio."""
 
 
-def _audio_model(request: Request, state: AppState) -> bool:
+def _audio_model(request: Request, state: AppState, ctx: RequestContext) -> bool:
     try:
-        name, version = split_version(request.path_params.get("model", ""), request.query_params.get("version"))
-        return state.catalog.resolve(name, version).spec.task in AUDIO_TASKS
+        model, version = request.path_params.get("model", ""), request.query_params.get("version")
+        return state.catalog.resolve(model, version, viewer=ctx.viewer).spec.task in AUDIO_TASKS
     except InferdError:  # the handler answers it (404) once admitted
         return False
 
@@ -116,7 +115,7 @@ async def admit(request: Request, *, needs_token: bool, needs_admin: bool, api_k
             await state.spending.prime(key)
         ctx.token = token
     request.scope["state"][_CTX] = ctx
-    if audio or (by_model and _audio_model(request, state)):
+    if audio or (by_model and _audio_model(request, state, ctx)):
         # room for the audio as base64 in JSON, and form fields; the audio itself is checked on its own
         limit_body(request, state.speech.max_bytes * 4 // 3 + (64 << 10))
     else:

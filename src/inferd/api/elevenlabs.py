@@ -36,7 +36,7 @@ class TextToSpeechIn(WireModel):
 async def _speak(voice_id: str, body: TextToSpeechIn, output_format: str, request: Request, ctx: RequestContext,
                  state: AppState):
     fmt = elevenlabs_format(output_format)
-    engine, voice = state.synthesis.find_voice(voice_id)
+    engine, voice = state.synthesis.find_voice(voice_id, ctx.viewer)
     model = body.model_id or engine.ref.spec.id
     speed = body.voice_settings.speed if body.voice_settings else 1.0
     spoken = await state.synthesis.speak(SpeakQuery(model=model, text=body.text, voice=voice.id, speed=speed, fmt=fmt),
@@ -64,13 +64,13 @@ async def text_to_speech_stream(voice_id: str, body: TextToSpeechIn, request: Re
 
 
 @router.get("/v1/voices", response_class=FastJSONResponse)
-async def list_voices(_: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
+async def list_voices(ctx: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
     """Every voice of every text-to-speech model that is ready."""
-    voices = [voice_card(e, v) for e in state.synthesis.engines() for v in e.voices]
+    voices = [voice_card(e, v) for e in state.synthesis.engines(ctx.viewer) for v in e.voices]
     return FastJSONResponse({"voices": voices})
 
 
 @router.get("/v1/voices/{voice_id}", response_class=FastJSONResponse)
-async def get_voice(voice_id: str, _: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
-    engine, voice = state.synthesis.find_voice(voice_id)
+async def get_voice(voice_id: str, ctx: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
+    engine, voice = state.synthesis.find_voice(voice_id, ctx.viewer)
     return FastJSONResponse(voice_card(engine, voice))

@@ -20,7 +20,6 @@ from inferd.api.responses import FastJSONResponse
 from inferd.api.routing import NATIVE, dialect_route
 from inferd.api.state import AppState, app_state
 from inferd.catalog import ModelRef, Task
-from inferd.catalog.catalog import split_version
 from inferd.errors import InvalidRequest
 from inferd.api.streaming import sse_response
 from inferd.protocol.inference import (
@@ -233,8 +232,7 @@ async def infer(
     _: None = Depends(model_upload),
 ):
     """Run a model in DeepInfra's native dialect; the body depends on the model's task."""
-    name, version = split_version(model, version)
-    ref = state.catalog.resolve(name, version)
+    ref = state.catalog.resolve(model, version, viewer=ctx.viewer)
     handler = HANDLERS.get(ref.spec.task)
     if handler is None:
         raise InvalidRequest(f"task {ref.spec.task.value} is not served on the native route yet")

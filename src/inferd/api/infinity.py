@@ -58,8 +58,8 @@ async def rerank(
 
 
 @router.get("/models", response_model=InfinityModelList, response_class=FastJSONResponse)
-async def models(_: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
-    return FastJSONResponse(infinity_models(state.pool))
+async def models(ctx: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)):
+    return FastJSONResponse(infinity_models(state.pool, ctx.viewer))
 
 
 health_router = APIRouter(route_class=dialect_route(INFINITY), tags=["Infinity"])

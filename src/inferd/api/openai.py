@@ -61,9 +61,9 @@ async def create_embeddings(
 
 @router.get("/models", response_model=ModelList, response_class=FastJSONResponse)
 async def list_models(
-    _: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)
+    ctx: RequestContext = Depends(authenticated), state: AppState = Depends(app_state)
 ):
-    return FastJSONResponse(openai_models(state.pool))
+    return FastJSONResponse(openai_models(state.pool, ctx.viewer))
 
 
 def _include_usage(body) -> bool:

@@ -16,6 +16,7 @@ from inferd.accounts.usage import UsageRecorder
 from inferd.catalog import Catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
+from inferd.serving.deployments import DeploymentService
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.images import ImageService
@@ -48,6 +49,7 @@ class AppState:
     synthesis: SynthesisService
     images: ImageService
     vision: VisionService
+    deploys: DeploymentService
 
 
 async def app_state(request: Request) -> AppState:

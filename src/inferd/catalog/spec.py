@@ -64,6 +64,7 @@ class VersionSpec(BaseModel):
 
     name: str
     source: str
+    deploy_id: str | None = Field(None, description="the deployment that made this version (POST /deploy/...)")
 
 
 _REVISION = re.compile(r"^hf:[^@]+@(?P<rev>.+)$")
@@ -88,6 +89,8 @@ class ModelSpec(BaseModel):
     tags: tuple[str, ...] = ()
     description: str = ""
     owned_by: str = "inferd"
+    owner: str | None = Field(None, description="the account a deployed model belongs to (None: the server's)")
+    private: bool = Field(False, description="only its owner (and admins) see and call it")
     quantization: str | None = Field(None, description="how the weights are served (fp32, bf16, q4_1, ...)")
     deprecated: bool = False
     replaced_by: str | None = Field(None, description="the model to use instead of a deprecated one")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from inferd.backends import backend_class
 from inferd.backends.base import (EncoderBackend, ImageGenerationBackend, RerankBackend, SpeechRecognitionBackend,
                                   SpeechSynthesisBackend)
-from inferd.catalog import Catalog, ModelRef, Task
+from inferd.catalog import PUBLIC, Catalog, ModelRef, Task, Viewer
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.images import ImageEngine
@@ -37,11 +37,12 @@ MAX_BACKOFF_S = 60.0
 
 
 class Unloadable(Engine):
-    """Stands in for a model whose source or backend could not even be set up."""
+    """Stands in for a model whose source or backend could not even be set up (FAILED), or for a
+    deployment that is stopped (STOPPED): a request gets 503 with the reason."""
 
-    def __init__(self, ref: ModelRef, error: str):
+    def __init__(self, ref: ModelRef, error: str, state: EngineState = EngineState.FAILED):
         super().__init__(ref)
-        self.state = EngineState.FAILED
+        self.state = state
         self.error = error
 
     async def start(self) -> None:
@@ -122,12 +123,15 @@ class ModelPool:
     def __init__(self, catalog: Catalog, settings: Settings, observer: EngineObserver,
                  build: EngineFactory | None = None):
         self.catalog = catalog
-        build = build or build_engine
-        self._engines: dict[str, Engine] = {ref.key: build(ref, settings, observer) for ref in catalog.refs()}
+        self._settings = settings
+        self._observer = observer
+        self._build = build or build_engine
+        self._engines: dict[str, Engine] = {ref.key: self._build(ref, settings, observer) for ref in catalog.refs()}
         self._loading: asyncio.Task | None = None
         self._supervisor: asyncio.Task | None = None
         self._restarts: dict[str, asyncio.Task] = {}
         self._failures: dict[str, int] = {}
+        self._load_lock = asyncio.Lock()  # one model loads at a time: they share the cores
 
     def start(self) -> asyncio.Task:
         """Load every model in the background (one at a time: they share the cores)."""
@@ -139,16 +143,57 @@ class ModelPool:
         return self._loading
 
     async def _load_all(self) -> None:
-        for engine in self._engines.values():
-            if engine.state is EngineState.LOADING:
+        async with self._load_lock:
+            for engine in list(self._engines.values()):
+                if engine.state is EngineState.LOADING:
+                    await engine.start()
+            freeze_heap()
+
+    # --- models added and removed while serving (deployments)
+
+    def add(self, ref: ModelRef) -> Engine:
+        """Make ``ref``'s engine (a catalog version that has none yet, or a stand-in) and return
+        it, LOADING; ``load`` starts it."""
+        existing = self._engines.get(ref.key)
+        if existing is not None and not isinstance(existing, Unloadable):
+            raise KeyError(f"{ref.key} already has an engine")
+        engine = self._engines[ref.key] = self._build(ref, self._settings, self._observer)
+        return engine
+
+    async def load(self, engine: Engine) -> None:
+        """Start an added engine, after whatever loads now; READY or FAILED (with its reason) after."""
+        async with self._load_lock:
+            if engine.state is EngineState.LOADING and self._engines.get(engine.ref.key) is engine:
                 await engine.start()
+                if engine.state is EngineState.READY:
+                    freeze_heap()
+
+    def hold(self, ref: ModelRef, reason: str, state: EngineState = EngineState.STOPPED) -> Engine:
+        """Put a stand-in where ``ref``'s engine goes (a stopped or failed deployment: 503 with ``reason``)."""
+        engine = self._engines[ref.key] = Unloadable(ref, reason, state)
+        return engine
+
+    async def remove(self, key: str) -> None:
+        """Stop a version's engine (its waiting requests fail with 503) and forget it; its memory
+        is given back (the collector unfrozen for the one collection that frees it)."""
+        restart = self._restarts.pop(key, None)
+        if restart is not None:
+            restart.cancel()
+            await asyncio.gather(restart, return_exceptions=True)
+        engine = self._engines.pop(key, None)
+        self._failures.pop(key, None)
+        if engine is None:
+            return
+        await engine.stop()
+        del engine
+        gc.unfreeze()
         freeze_heap()
 
 
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(SUPERVISE_S)
-            for key, engine in self._engines.items():
+            for key, engine in list(self._engines.items()):
                 if engine.state is not EngineState.READY or key in self._restarts:
                     continue
                 reason = engine.check()
@@ -177,7 +222,7 @@ class ModelPool:
                     return
                 reason = engine.error or "it failed to start"
         finally:
-            del self._restarts[key]
+            self._restarts.pop(key, None)
 
     async def stop(self) -> None:
         tasks = [t for t in (self._loading, self._supervisor, *self._restarts.values()) if t is not None]
@@ -189,9 +234,14 @@ class ModelPool:
     def engine(self, ref: ModelRef) -> Engine:
         return self._engines[ref.key]
 
-    def get(self, name: str, version: str | None = None, task: Task | None = None) -> Engine:
-        """The engine for a model name (id, alias, ``MODEL:VERSION``); raises ModelNotFound."""
-        return self._engines[self.catalog.resolve(name, version, task).key]
+    def find(self, key: str) -> Engine | None:
+        return self._engines.get(key)
+
+    def get(self, name: str, version: str | None = None, task: Task | None = None,
+            viewer: Viewer = PUBLIC) -> Engine:
+        """The engine for a model name (id, alias, ``MODEL:VERSION``, ``deploy_id:ID``) that
+        ``viewer`` may see; raises ModelNotFound."""
+        return self._engines[self.catalog.resolve(name, version, task, viewer).key]
 
     def engines(self) -> list[Engine]:
         return list(self._engines.values())

@@ -91,9 +91,9 @@ def _tools(body: CountTokensRequest) -> ToolPlan | None:
     return tool_plan(tools, openai_choice, parallel=not choice.get("disable_parallel_tool_use", False))
 
 
-async def _prompt(service: GenerationService, body: CountTokensRequest):
+async def _prompt(service: GenerationService, body: CountTokensRequest, ctx: RequestContext):
     plan = _tools(body)
-    ref, engine = service.engine(body.model)
+    ref, engine = service.engine(body.model, ctx.viewer)
     messages = []
     if body.system:
         messages.append({"role": "system", "content": _text(body.system, "system")})
@@ -103,13 +103,13 @@ async def _prompt(service: GenerationService, body: CountTokensRequest):
     return ref, engine, ids, plan
 
 
-async def count_tokens(service: GenerationService, body: CountTokensRequest) -> dict:
-    _, _, ids, _ = await _prompt(service, body)
+async def count_tokens(service: GenerationService, body: CountTokensRequest, ctx: RequestContext) -> dict:
+    _, _, ids, _ = await _prompt(service, body, ctx)
     return {"input_tokens": len(ids)}
 
 
 async def start_messages(service: GenerationService, body: MessagesRequest, ctx: RequestContext) -> Run:
-    ref, engine, ids, plan = await _prompt(service, body)
+    ref, engine, ids, plan = await _prompt(service, body, ctx)
     max_tokens = engine.check_prompt(ids, body.max_tokens)
     params = sampling_params(
         engine,

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from inferd.accounts.tokens import TokenInfo
+from inferd.catalog import EVERYONE, Viewer
 
 
 # Request ids need to be unique, not secret: a PRNG seeded from the OS is ~100x cheaper
@@ -38,6 +39,13 @@ class RequestContext:
     @property
     def account_id(self) -> str | None:
         return self.token.account_id if self.token else None
+
+    @property
+    def viewer(self) -> Viewer:
+        """Which models this request may see: with authentication off every caller acts as the admin."""
+        if self.token is None:
+            return EVERYONE
+        return Viewer(self.token.account_id, self.token.is_admin)
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)

@@ -46,7 +46,7 @@ class EmbeddingService:
         self._settings = settings
 
     async def embed(self, query: EmbedQuery, ctx: RequestContext) -> Embedded:
-        engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS)
+        engine = self._pool.get(query.model, query.version, Task.EMBEDDINGS, ctx.viewer)
         await engine.ready()
         assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:

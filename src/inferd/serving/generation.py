@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from inferd.catalog import ModelRef, Task, Units
+from inferd.catalog import ModelRef, Task, Units, Viewer
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SamplingParams, SequenceDelta, TokenLogprob
 from inferd.engine.grammar import Constraint
 from inferd.engine.pool import ModelPool
@@ -173,8 +173,8 @@ class GenerationService:
         self.meter = meter
         self.prompts = prompts
 
-    def engine(self, model: str, version: str | None = None) -> tuple[ModelRef, GenerationEngine]:
-        return self.engine_of(self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION))
+    def engine(self, model: str, viewer: Viewer, version: str | None = None) -> tuple[ModelRef, GenerationEngine]:
+        return self.engine_of(self.pool.catalog.resolve(model, version, Task.TEXT_GENERATION, viewer))
 
     def engine_of(self, ref: ModelRef) -> tuple[ModelRef, GenerationEngine]:
         """The ready engine of an already resolved text-generation model."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from inferd.backends.base import ImageBatchKey, ImageRequest
-from inferd.catalog import ModelRef, Task, Units
+from inferd.catalog import ModelRef, Task, Units, Viewer
 from inferd.catalog.pricing import ImageUnitsPricing
 from inferd.engine.images import ImageEngine, Picture
 from inferd.engine.pool import ModelPool
@@ -70,13 +70,13 @@ class ImageService:
         self.max_side = settings.max_image_side
         self.max_input_pixels = settings.max_image_pixels
 
-    def engine(self, model: str | None, version: str | None = None) -> ImageEngine:
-        engine = self._pool.get(model or "default", version, Task.TEXT_TO_IMAGE)
+    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> ImageEngine:
+        engine = self._pool.get(model or "default", version, Task.TEXT_TO_IMAGE, viewer)
         assert isinstance(engine, ImageEngine)
         return engine
 
     async def generate(self, query: ImageQuery, ctx: RequestContext) -> Generated:
-        engine = self.engine(query.model, query.version)
+        engine = self.engine(query.model, ctx.viewer, query.version)
         await engine.ready()
         key, request = await self._check(query, engine)
         units = self._units(engine.ref, key, request, engine.backend.prompt_tokens(request.prompt))

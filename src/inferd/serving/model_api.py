@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from inferd.catalog import ModelSpec, Task
+from inferd.catalog import ModelSpec, Task, Viewer
 from inferd.engine.base import Engine
 from inferd.engine.pool import ModelPool
 from inferd.errors import ModelNotFound
@@ -52,7 +52,7 @@ def describe(spec: ModelSpec, engine: Engine | None = None) -> dict:
         "quantization": spec.quantization or spec.options.get("dtype"),
         "deprecated": spec.deprecated,
         "replaced_by": spec.replaced_by,
-        "private": False,  # the catalog's models are everyone's; deployments come with issue 17
+        "private": spec.private,  # the catalog's models are everyone's; a deployment's, its owner's
         "owner": spec.owned_by,
         "aliases": list(spec.aliases),
         "versions": [version.name for version in spec.versions],
@@ -65,8 +65,8 @@ def describe(spec: ModelSpec, engine: Engine | None = None) -> dict:
     return info
 
 
-def model_list(pool: ModelPool) -> list[dict]:
-    return [describe(spec, pool.get(spec.id)) for spec in pool.catalog]
+def model_list(pool: ModelPool, viewer: Viewer) -> list[dict]:
+    return [describe(spec, pool.get(spec.id, viewer=viewer)) for spec in pool.catalog.visible(viewer)]
 
 
 def schemas(spec: ModelSpec, variant: str) -> dict:
@@ -78,8 +78,8 @@ def schemas(spec: ModelSpec, variant: str) -> dict:
     return {"in_schema": request.model_json_schema(), "out_schema": response.model_json_schema()}
 
 
-def model_detail(pool: ModelPool, name: str) -> dict:
-    engine = pool.get(name)
+def model_detail(pool: ModelPool, name: str, viewer: Viewer) -> dict:
+    engine = pool.get(name, viewer=viewer)
     spec = engine.ref.spec
     info = describe(spec, engine)
     if "default" in SCHEMAS.get(spec.task, {}):
@@ -87,5 +87,5 @@ def model_detail(pool: ModelPool, name: str) -> dict:
     return info
 
 
-def model_schema(pool: ModelPool, name: str, variant: str) -> dict:
-    return schemas(pool.catalog.resolve(name).spec, variant)
+def model_schema(pool: ModelPool, name: str, variant: str, viewer: Viewer) -> dict:
+    return schemas(pool.catalog.resolve(name, viewer=viewer).spec, variant)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from inferd.catalog import Task
+from inferd.catalog import PUBLIC, Task, Viewer
 from inferd.engine.base import Engine
 from inferd.engine.pool import ModelPool
 from inferd.serving.model_api import describe
@@ -20,14 +20,14 @@ def _status(engine: Engine) -> dict:
     return status
 
 
-def _default_engines(pool: ModelPool) -> list[Engine]:
-    """One engine per model: its default version."""
-    return [pool.engine(ref) for ref in pool.catalog.refs() if ref.version is ref.spec.default_version]
+def _default_engines(pool: ModelPool, viewer: Viewer) -> list[Engine]:
+    """One engine per model ``viewer`` sees: its default version."""
+    return [pool.get(spec.id, viewer=viewer) for spec in pool.catalog.visible(viewer)]
 
 
-def openai_models(pool: ModelPool) -> dict:
+def openai_models(pool: ModelPool, viewer: Viewer) -> dict:
     data = []
-    for engine in _default_engines(pool):
+    for engine in _default_engines(pool, viewer):
         spec = engine.ref.spec
         context = spec.limits.context_length
         data.append({
@@ -45,9 +45,9 @@ def openai_models(pool: ModelPool) -> dict:
     return {"object": "list", "data": data}
 
 
-def infinity_models(pool: ModelPool) -> dict:
+def infinity_models(pool: ModelPool, viewer: Viewer) -> dict:
     data = []
-    for engine in _default_engines(pool):
+    for engine in _default_engines(pool, viewer):
         spec = engine.ref.spec
         if spec.task not in _INFINITY_CAPABILITIES:
             continue
@@ -65,6 +65,7 @@ def infinity_models(pool: ModelPool) -> dict:
 
 
 def health(pool: ModelPool) -> dict:
-    models = {engine.ref.key: _status(engine) for engine in pool.engines()}
+    """The server's models (accounts' private deployments are neither shown nor counted: /deploy has them)."""
+    models = {engine.ref.key: _status(engine) for engine in pool.engines() if PUBLIC.sees(engine.ref.spec)}
     ready = all(m["status"] == "ready" for m in models.values())
     return {"status": "ok" if ready else "degraded", "unix": time.time(), "models": models}

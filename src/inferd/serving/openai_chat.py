@@ -63,7 +63,7 @@ async def start_chat(service: GenerationService, body: ChatCompletionRequest, ct
         raise InvalidRequest("tools and a response_format cannot both shape the answer; "
                              "send tool_choice \"none\" for a structured text answer", param="response_format")
     constraint = tools.constraint if tools is not None else constraint_of(body)
-    ref, engine = service.engine(body.model)
+    ref, engine = service.engine(body.model, ctx.viewer)
     messages = [message_dict(m, i) for i, m in enumerate(body.messages)]
     ids = await service.prompts.chat(engine, messages, tools, body.chat_template_kwargs)
     max_tokens = engine.check_prompt(ids, body.max_completion_tokens or body.max_tokens)

@@ -46,7 +46,7 @@ class LegacyLogprobs:
 
 async def start_completion(service: GenerationService, body: CompletionRequest, ctx: RequestContext) -> Run:
     constraint = constraint_of(body)
-    ref, engine = service.engine(body.model)
+    ref, engine = service.engine(body.model, ctx.viewer)
     prompts = await service.prompts.texts(engine, _prompts(body), "prompt")
     max_tokens = min(engine.check_prompt(p, body.max_tokens, "prompt") for p in prompts)
     want = body.logprobs

@@ -59,7 +59,7 @@ class RerankService:
         self._max_inputs = settings.max_inputs_per_request
 
     async def rerank(self, query: RerankQuery, ctx: RequestContext) -> Reranked:
-        engine = self._pool.get(query.model, query.version, Task.RERANKER)
+        engine = self._pool.get(query.model, query.version, Task.RERANKER, ctx.viewer)
         await engine.ready()
         assert isinstance(engine, EncoderModel)  # the pool serves rerankers with a RerankBackend's facts
         backend = engine.backend

@@ -150,7 +150,7 @@ class SpeechService:
     async def stream(self, query: SpeechQuery, ctx: RequestContext) -> AsyncIterator[tuple[Transcript, list[dict]]]:
         """The transcript as it grows: (transcript so far, the segments just added), chunk by chunk;
         the last item carries the charge."""
-        engine = self._pool.get(query.model, query.version, Task.AUTOMATIC_SPEECH_RECOGNITION)
+        engine = self._pool.get(query.model, query.version, Task.AUTOMATIC_SPEECH_RECOGNITION, ctx.viewer)
         await engine.ready()
         assert isinstance(engine, SpeechEngine)
         if query.temperature < 0 or query.temperature > 1:

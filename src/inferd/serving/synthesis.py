@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferd.backends.base import Voice
-from inferd.catalog import ModelRef, Task, Units
+from inferd.catalog import ModelRef, Task, Units, Viewer
 from inferd.engine.base import EngineState
 from inferd.engine.pool import ModelPool
 from inferd.engine.synthesis import SynthesisEngine
@@ -172,18 +172,19 @@ class SynthesisService:
         self._meter = meter
         self.max_characters = settings.max_speech_characters
 
-    def engines(self) -> list[SynthesisEngine]:
-        """The text-to-speech models that are ready: their voices are the ones on offer."""
-        return [e for e in self._pool.engines() if isinstance(e, SynthesisEngine) and e.state is EngineState.READY]
+    def engines(self, viewer: Viewer) -> list[SynthesisEngine]:
+        """The text-to-speech models that are ready and ``viewer`` may see: their voices are the ones on offer."""
+        return [e for e in self._pool.engines() if isinstance(e, SynthesisEngine) and e.state is EngineState.READY
+                and viewer.sees(e.ref.spec)]
 
-    def engine(self, model: str | None, version: str | None = None) -> SynthesisEngine:
-        engine = self._pool.get(model or "default", version, Task.TEXT_TO_SPEECH)
+    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> SynthesisEngine:
+        engine = self._pool.get(model or "default", version, Task.TEXT_TO_SPEECH, viewer)
         assert isinstance(engine, SynthesisEngine)
         return engine
 
-    def find_voice(self, voice_id: str) -> tuple[SynthesisEngine, Voice]:
-        """A voice by id across every text-to-speech model (ElevenLabs' ``/v1/voices``)."""
-        for engine in self.engines():
+    def find_voice(self, voice_id: str, viewer: Viewer) -> tuple[SynthesisEngine, Voice]:
+        """A voice by id across every text-to-speech model ``viewer`` sees (ElevenLabs' ``/v1/voices``)."""
+        for engine in self.engines(viewer):
             for voice in engine.voices:
                 if voice.id == voice_id:
                     return engine, voice
@@ -204,7 +205,7 @@ class SynthesisService:
     async def speak(self, query: SpeakQuery, ctx: RequestContext) -> Spoken:
         """Check the request; its audio then streams from ``Spoken.chunks`` (take the first chunk
         before answering: a full queue or a rate limit is then a status, not a broken stream)."""
-        engine = self.engine(query.model, query.version)
+        engine = self.engine(query.model, ctx.viewer, query.version)
         await engine.ready()
         text = query.text.strip() if isinstance(query.text, str) else ""
         if not text:

@@ -244,7 +244,7 @@ class Tenancy:
             raise NotFound(f"This account has no active API token named {body.api_key_name!r}")
         models = None
         if body.models is not None:  # ids or aliases -> the catalog's ids (404 for an unknown one)
-            models = list(dict.fromkeys(self.catalog.resolve(name).spec.id for name in body.models))
+            models = list(dict.fromkeys(self.catalog.resolve(name, viewer=ctx.viewer).spec.id for name in body.models))
         expires = expiry(body.expires_delta, body.expires_at) or utcnow() + timedelta(days=365)
         if parent.expires_at is not None:
             expires = min(expires, aware(parent.expires_at))

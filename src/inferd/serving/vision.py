@@ -44,7 +44,7 @@ class VisionService:
         self._settings = settings
 
     async def _run(self, task: Task, query: VisionQuery, ctx: RequestContext, texts: list[str] = ()):
-        engine = self._pool.get(query.model, query.version, task)
+        engine = self._pool.get(query.model, query.version, task, ctx.viewer)
         await engine.ready()
         assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:

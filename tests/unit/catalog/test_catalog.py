@@ -1,6 +1,6 @@
 import pytest
 
-from inferd.catalog import CatalogError, Task, load_catalog, parse_catalog
+from inferd.catalog import Catalog, CatalogError, ModelSpec, Task, load_catalog, parse_catalog
 from inferd.catalog.catalog import split_version
 from inferd.errors import ModelNotFound
 
@@ -96,3 +96,46 @@ def test_the_embedded_default_catalog_serves_minilm():
 def test_a_missing_catalog_file_is_a_clear_error(tmp_path):
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog(tmp_path / "absent.yaml")
+
+
+# --- models installed while serving (deployments), and who sees them
+
+def _deployed(name: str, owner: str, *deploys: str, private: bool = True, **limits) -> ModelSpec:
+    from inferd.catalog.spec import VersionSpec
+
+    return ModelSpec(id=name, task="embeddings", backend="sentence-transformers", owner=owner, private=private,
+                     versions=tuple(VersionSpec(name=d, source=f"path:/m/{d}", deploy_id=d) for d in deploys),
+                     limits=limits or {})
+
+
+def test_installed_versions_resolve_by_name_version_and_deploy_id():
+    from inferd.catalog.catalog import EVERYONE, Viewer
+
+    catalog = Catalog([])
+    owner = Viewer("acc_a")
+    spec = _deployed("team/m", "acc_a", "d2", "d1")
+    own = _deployed("team/m", "acc_a", "d2", "d1", max_batch_size=4)
+    catalog.install(spec, {"d1": own})
+    assert catalog.resolve("team/m", viewer=owner).version.name == "d2"  # the first is the default
+    assert catalog.resolve("team/m:d1", viewer=owner).spec.limits.max_batch_size == 4  # the version's own spec
+    assert catalog.resolve("deploy_id:d1", viewer=owner).key == "team/m:d1"
+    assert catalog.resolve("deploy/d2", viewer=EVERYONE).key == "team/m:d2"
+    catalog.uninstall("team/m")
+    for name in ("team/m", "deploy_id:d1"):
+        with pytest.raises(ModelNotFound):
+            catalog.resolve(name, viewer=EVERYONE)
+
+
+def test_private_models_are_found_only_by_their_owner_and_admins():
+    from inferd.catalog.catalog import EVERYONE, PUBLIC, Viewer
+
+    catalog = Catalog([_deployed("shared", "acc_admin", "d0", private=False)])
+    catalog.install(_deployed("mine", "acc_a", "d1"))
+    for viewer in (Viewer("acc_a"), Viewer("acc_b", admin=True), EVERYONE):
+        assert catalog.resolve("deploy_id:d1", viewer=viewer).spec.id == "mine"
+    for viewer in (Viewer("acc_b"), PUBLIC, Viewer(None)):
+        for name in ("mine", "deploy_id:d1", "mine:d1"):
+            with pytest.raises(ModelNotFound):
+                catalog.resolve(name, viewer=viewer)
+        assert [s.id for s in catalog.visible(viewer)] == ["shared"]
+    assert catalog.resolve("shared").spec.id == "shared"  # a public model: everyone, the default viewer too

@@ -1,0 +1,1 @@
+"""Models accounts deploy while the server runs: rows, memory fit, and their life (manager.py)."""

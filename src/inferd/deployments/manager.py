@@ -1,0 +1,369 @@
+"""Deployments: models accounts add, stop, start and delete while the server serves the rest.
+
+A deployment is one version of a model name (its ``deploy_id`` is the version's name, so
+``MODEL:ID``, ``deploy_id:ID`` and ``/v1/inference/deploy/ID`` all reach it). Its life:
+
+    initializing -> deploying -> deployed          (POST /deploy/llm, /deploy/hf/; start)
+                             \\-> failed + reason   (a missing path, an unreachable hub, a model
+                                                    that does not fit, weights that do not load)
+    deployed|failed|deploying -> stopped -> initializing ...   (stop, start)
+    any -> deleted                                  (DELETE: the row stays for the bill)
+
+The row is in the database (so a restart brings every deployment back, and ``inferd deploy``
+sees it); the catalog and the pool of this process hold its version and engine. While a
+version comes up, requests to it get 503 with ``Retry-After``; the model's default version is
+its newest deployed one, so a new version takes over only once it answers, and an older one
+keeps answering ``MODEL:VERSION`` until it is deleted. Memory is estimated before anything
+loads (``fit.py``): a deployment that would not fit is refused (409) or fails with the sums.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from inferd.accounts.models import Deployment, aware, utcnow
+from inferd.catalog import Catalog, Limits, ModelRef, ModelSpec, Scaling, Task, VersionSpec
+from inferd.catalog.sources import SourceError, resolve_source
+from inferd.deployments import fit
+from inferd.deployments.store import DeploymentStore, new_deploy_id
+from inferd.engine.base import EngineState
+from inferd.engine.pool import ModelPool
+from inferd.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from inferd.protocol.deploy import HF_BACKENDS, DeployHFIn, DeployLLMIn, DeploySettings
+from inferd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Deployments:
+    def __init__(self, store: DeploymentStore, catalog: Catalog, pool: ModelPool, settings: Settings):
+        self.store = store
+        self.catalog = catalog
+        self.pool = pool
+        self.settings = settings
+        self._rows: dict[str, Deployment] = {}  # this process's live deployments
+        self._tasks: dict[str, asyncio.Task] = {}  # deploy id -> its bring-up
+        self._progress: dict[str, dict[str, Any]] = {}
+        self._estimates: dict[str, int] = {}  # deploy id -> bytes it holds or is about to
+        self._fit_lock = asyncio.Lock()
+
+    # --- start and stop with the server
+
+    async def restore(self) -> None:
+        """Bring back every deployment the database has (a restart, or another process's)."""
+        for row in await self.store.list():
+            self._rows[row.deploy_id] = row
+        for name in {row.model_name for row in self._rows.values()}:
+            self._install(name)
+        for row in list(self._rows.values()):
+            ref = self._ref(row)
+            if row.status == "stopped":
+                self.pool.hold(ref, _STOPPED)
+            elif row.status == "failed":
+                self.pool.hold(ref, row.fail_reason or "it failed", EngineState.FAILED)
+            else:
+                self._launch(row)
+        if self._rows:
+            log.info("%d deployments restored", len(self._rows))
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the API
+
+    async def create_llm(self, account: str, admin: bool, body: DeployLLMIn) -> Deployment:
+        if body.base_model:
+            raise InvalidRequest("`base_model` is not taken here: LoRA adapters are made with POST /v1/lora/create",
+                                 param="base_model")
+        extra = body.extra_args
+        backend = (extra.backend if extra else None) or self.settings.deploy_llm_backend
+        options: dict[str, Any] = {"trust_remote_code": False}
+        if extra is not None:
+            options.update({k: v for k, v in (("dtype", extra.dtype), ("kv_cache_gib", extra.kv_cache_gib))
+                            if v is not None})
+        if backend == "vllm":
+            options.setdefault("enforce_eager", True)  # up in seconds, not minutes of compiling
+        limits = {"max_batch_size": body.max_batch_size or 32, "queue_size": 1024,
+                  "context_length": extra.context_length if extra else None}
+        return await self._create(account, admin, body.model_name, Task.TEXT_GENERATION, backend, body.hf, body.path,
+                                  limits, options, body.settings, body.num_gpus, body.private, body.description,
+                                  {"gpu": body.gpu})
+
+    async def create_hf(self, account: str, admin: bool, body: DeployHFIn) -> Deployment:
+        allowed = HF_BACKENDS.get(body.task)
+        if allowed is None:
+            raise InvalidRequest(f"task {body.task.value} cannot be deployed here (deployable: "
+                                 f"{', '.join(t.value for t in HF_BACKENDS)})", param="task")
+        backend = body.backend or allowed[0]
+        if backend not in allowed:
+            raise InvalidRequest(f"backend {backend[:64]!r} does not serve {body.task.value}; one of: "
+                                 f"{', '.join(allowed)}", param="backend")
+        if body.task is Task.TEXT_GENERATION and backend == "vllm":
+            options: dict[str, Any] = {"trust_remote_code": False, "enforce_eager": True}
+        else:
+            options = {"trust_remote_code": False}
+        limits = {"max_batch_size": body.max_batch_size or 32, "context_length": body.context_length}
+        return await self._create(account, admin, body.model_name, body.task, backend, body.hf, body.path, limits,
+                                  options, body.settings, body.num_gpus, body.private, body.description, {})
+
+    async def _create(self, account: str, admin: bool, name: str, task: Task, backend: str, hf, path: str | None,
+                      limits: dict, options: dict, settings: DeploySettings, num_gpus: int | None, private: bool,
+                      description: str, shown: dict) -> Deployment:
+        if not private and not admin:
+            raise Forbidden("Only admins deploy public models (`private: false`)")
+        if settings.min_instances > settings.max_instances:
+            raise InvalidRequest(f"min_instances {settings.min_instances} is above max_instances "
+                                 f"{settings.max_instances}", param="settings")
+        await self._check_name(name, task, account)
+        if await self.store.count_live(account) >= self.settings.max_deployments_per_account:
+            raise Conflict(f"This account has {self.settings.max_deployments_per_account} deployments, the most "
+                           "this server allows (max_deployments_per_account); delete one first")
+        source, local = self._source(hf, path)
+        limits = {k: v for k, v in limits.items() if v is not None}
+        scaling = {"min_instances": settings.min_instances, "max_instances": settings.max_instances,
+                   **({"num_gpus": float(num_gpus)} if num_gpus else {})}
+        Limits(**limits), Scaling(**scaling)  # noqa: B018 - their own checks, before anything is stored
+        row = Deployment(
+            deploy_id=new_deploy_id(), account_id=account, model_name=name, task=task.value, backend=backend,
+            source=source, status="initializing", created_at=utcnow(), updated_at=utcnow(),
+            config={"limits": limits, "scaling": scaling, "options": options, "private": private,
+                    "description": description, **{k: v for k, v in shown.items() if v is not None}},
+        )
+        if local is not None:  # the weights are here: refuse now what cannot fit (409)
+            async with self._fit_lock:
+                self._reserve(row, await asyncio.to_thread(self._estimate, row, local))
+        await self.store.add(row)
+        self._rows[row.deploy_id] = row
+        self._install(name)
+        self._launch(row, token=hf.token if hf is not None else None)
+        log.info("deployment %s: %s (%s, %s) from %s, for %s", row.deploy_id, name, task.value, backend, source,
+                 account)
+        return row
+
+    async def _check_name(self, name: str, task: Task, account: str) -> None:
+        if name.startswith("deploy/"):
+            raise InvalidRequest("A model name cannot start with `deploy/` (that names a deployment by its id)",
+                                 param="model_name")
+        owners = {row.account_id for row in await self.store.of_model(name)}
+        if owners - {account}:
+            raise Conflict(f"The model name {name!r} is taken; choose another")
+        if not owners and (name in self.catalog or self.catalog.is_alias(name)):
+            raise Conflict(f"The model name {name!r} is one of this server's models; choose another")
+        for row in self._rows.values():
+            if row.model_name == name and row.task != task.value:
+                raise Conflict(f"{name!r} is a {row.task} model; a new version must be one too")
+
+    def _source(self, hf, path: str | None) -> tuple[str, Path | None]:
+        """The catalog source string, and the local path when the weights are already on disk."""
+        if (hf is None) == (path is None):
+            raise InvalidRequest("Send `hf` (a Hugging Face repository) or `path` (a local directory), one of them",
+                                 param="hf")
+        if hf is not None:
+            if not self.settings.deploy_from_hub:
+                raise Forbidden("This server does not deploy from the Hugging Face hub (deploy_from_hub is off)")
+            return f"hf:{hf.repo}" + (f"@{hf.revision}" if hf.revision else ""), None
+        roots = [Path(root).expanduser().resolve() for root in self.settings.deploy_paths]
+        try:
+            local = Path(path).expanduser().resolve(strict=True)
+        except (OSError, RuntimeError):
+            local = None
+        if local is None or not any(local == root or local.is_relative_to(root) for root in roots):
+            # the same answer whether it exists or not: a client learns nothing of the server's files
+            raise Forbidden("`path` must name an existing file or directory under one this server allows "
+                            "(deploy_paths)")
+        return f"path:{local}", local
+
+    def _estimate(self, row: Deployment, path: Path) -> int:
+        limits = row.config["limits"]
+        estimate = fit.estimate(path, row.task, row.backend, row.config["options"], limits.get("max_batch_size", 32),
+                                limits.get("context_length"))
+        self._progress.setdefault(row.deploy_id, {})["memory_estimate_bytes"] = estimate.total
+        free = self._free()
+        if estimate.total > free:
+            raise Conflict(f"The model does not fit: it needs about {estimate.describe()}, and "
+                           f"{fit.gib(max(free, 0))} is left for models on this server")
+        return estimate.total
+
+    def _free(self) -> int:
+        """Bytes a new deployment may take now: what the machine has (less the server's reserve and
+        what deployments still loading are about to take), within the deployment budget if set."""
+        loading = sum(self._estimates.get(i, 0) for i, row in self._rows.items()
+                      if row.status in ("initializing", "deploying"))
+        free = fit.available_bytes() - int(self.settings.memory_reserve_gib * fit.GiB) - loading
+        if self.settings.deploy_memory_gib is not None:
+            free = min(free, int(self.settings.deploy_memory_gib * fit.GiB) - sum(self._estimates.values()))
+        return free
+
+    def _reserve(self, row: Deployment, nbytes: int) -> None:
+        self._estimates[row.deploy_id] = nbytes
+
+    def _launch(self, row: Deployment, token: str | None = None) -> None:
+        ref = self._ref(row)
+        self.pool.hold(ref, "it is deploying; retry shortly", EngineState.LOADING)
+        self._progress[row.deploy_id] = {"stage": "initializing", "started_at": time.time(),
+                                         **{k: v for k, v in self._progress.get(row.deploy_id, {}).items()
+                                            if k == "memory_estimate_bytes"}}
+        self._tasks[row.deploy_id] = asyncio.create_task(self._bring_up(row, token), name=f"deploy:{row.deploy_id}")
+
+    async def _bring_up(self, row: Deployment, token: str | None) -> None:
+        deploy_id = row.deploy_id
+        progress = self._progress[deploy_id]
+        try:
+            await self._set(row, status="deploying", fail_reason=None)
+            progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
+            try:
+                path = await asyncio.to_thread(_fetch, row.source, token)
+            except SourceError as exc:
+                return await self._fail(row, str(exc))
+            if deploy_id not in self._estimates:
+                async with self._fit_lock:
+                    try:
+                        self._reserve(row, await asyncio.to_thread(self._estimate, row, path))
+                    except Conflict as exc:
+                        return await self._fail(row, exc.message)
+            progress["stage"] = "loading weights and starting the runtime"
+            engine = self.pool.add(self._ref(row))
+            await self.pool.load(engine)
+            if engine.state is not EngineState.READY:
+                return await self._fail(row, engine.error or "it failed to start")
+            progress["stage"] = "deployed"
+            progress["seconds"] = round(time.time() - progress["started_at"], 1)
+            await self._set(row, status="deployed")
+            self._install(row.model_name)  # the newest deployed version is the default now
+            log.info("deployment %s (%s) is up in %.1f s", deploy_id, row.model_name, progress["seconds"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a deployment fails; the server goes on
+            log.exception("deployment %s failed", deploy_id)
+            await self._fail(row, f"{type(exc).__name__}: {exc}")
+        finally:
+            if self._tasks.get(deploy_id) is asyncio.current_task():
+                del self._tasks[deploy_id]
+
+    async def _fail(self, row: Deployment, reason: str) -> None:
+        log.error("deployment %s (%s) failed: %s", row.deploy_id, row.model_name, reason)
+        self._progress.pop(row.deploy_id, None)
+        self._estimates.pop(row.deploy_id, None)
+        ref = self._ref(row)
+        await self.pool.remove(ref.key)
+        self.pool.hold(ref, reason, EngineState.FAILED)
+        await self._set(row, status="failed", fail_reason=reason[:2000])
+
+    async def _set(self, row: Deployment, **fields: Any) -> None:
+        await self.store.set(row.deploy_id, **fields)
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.updated_at = utcnow()
+
+    def owned(self, deploy_id: str, account: str, admin: bool) -> Deployment:
+        """A live deployment the caller may see (404 otherwise: another account's is not found either)."""
+        row = self._rows.get(deploy_id) if len(deploy_id) <= 64 else None
+        if row is None or not (admin or row.account_id == account):
+            raise NotFound(f"No deployment {deploy_id[:64]!r}")
+        return row
+
+    def list(self, account: str | None) -> list[Deployment]:
+        return [row for row in self._rows.values() if account is None or row.account_id == account]
+
+    async def update(self, row: Deployment, settings: DeploySettings) -> Deployment:
+        if settings.min_instances > settings.max_instances:
+            raise InvalidRequest(f"min_instances {settings.min_instances} is above max_instances "
+                                 f"{settings.max_instances}", param="settings")
+        scaling = {**row.config.get("scaling", {}), "min_instances": settings.min_instances,
+                   "max_instances": settings.max_instances}
+        await self._set(row, config={**row.config, "scaling": scaling})
+        self._install(row.model_name)
+        return row
+
+    async def stop(self, row: Deployment) -> Deployment:
+        await self._halt(row)
+        self.pool.hold(self._ref(row), _STOPPED)
+        await self._set(row, status="stopped")
+        self._install(row.model_name)
+        return row
+
+    async def start(self, row: Deployment) -> Deployment:
+        if row.status not in ("stopped", "failed"):
+            raise Conflict(f"Deployment {row.deploy_id} is {row.status}; only a stopped or failed one starts")
+        await self._set(row, status="initializing", fail_reason=None)
+        self._launch(row)
+        return row
+
+    async def delete(self, row: Deployment) -> Deployment:
+        await self._halt(row)
+        await self._set(row, status="deleted")
+        del self._rows[row.deploy_id]
+        self._install(row.model_name)
+        return row
+
+    async def _halt(self, row: Deployment) -> None:
+        """Stop a deployment's bring-up and engine; its memory goes back."""
+        task = self._tasks.pop(row.deploy_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._progress.pop(row.deploy_id, None)
+        self._estimates.pop(row.deploy_id, None)
+        await self.pool.remove(self._ref(row).key)
+
+    def progress(self, row: Deployment) -> dict | None:
+        progress = self._progress.get(row.deploy_id)
+        if progress is None or row.status not in ("initializing", "deploying"):
+            return None
+        return {**progress, "seconds": round(time.time() - progress["started_at"], 1)}
+
+    def engine_state(self, row: Deployment) -> EngineState | None:
+        engine = self.pool.find(self._ref(row).key)
+        return None if engine is None else engine.state
+
+    # --- the catalog entries of a model name
+
+    def _ref(self, row: Deployment) -> ModelRef:
+        return ModelRef(_spec(row, (VersionSpec(name=row.deploy_id, source=row.source, deploy_id=row.deploy_id),)),
+                        VersionSpec(name=row.deploy_id, source=row.source, deploy_id=row.deploy_id))
+
+    def _install(self, name: str) -> None:
+        """(Re)install a model name's versions in the catalog: the newest deployed one first (the
+        default), then the others, newest first; uninstalled when none is left."""
+        rows = [row for row in self._rows.values() if row.model_name == name]
+        if not rows:
+            self.catalog.uninstall(name)
+            return
+        rows.sort(key=lambda r: (r.status == "deployed", aware(r.created_at), r.id or 0), reverse=True)
+        versions = tuple(VersionSpec(name=r.deploy_id, source=r.source, deploy_id=r.deploy_id) for r in rows)
+        specs = {r.deploy_id: _spec(r, versions) for r in rows}
+        self.catalog.install(specs[rows[0].deploy_id], specs)
+
+
+_STOPPED = "the deployment is stopped (POST /deploy/{id}/start starts it)"
+
+
+def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
+    config = row.config
+    return ModelSpec(
+        id=row.model_name, task=Task(row.task), backend=row.backend, versions=versions,
+        limits=Limits(**config.get("limits", {})), scaling=Scaling(**config.get("scaling", {})),
+        options=dict(config.get("options", {})), description=config.get("description", ""),
+        owned_by=row.account_id, owner=row.account_id, private=bool(config.get("private", True)),
+        tags=("deployment",),
+    )
+
+
+def _fetch(source: str, token: str | None) -> Path:
+    """The weights on disk (a download from the hub when they are not in its cache)."""
+    if source.startswith("hf:") and token:
+        from huggingface_hub import snapshot_download
+
+        repo, _, revision = source[3:].partition("@")
+        try:
+            return Path(snapshot_download(repo, revision=revision or None, token=token))
+        except Exception as exc:  # noqa: BLE001 - the hub's errors, said as the deployment's reason
+            raise SourceError(f"cannot fetch {repo}: {exc}") from exc
+    return resolve_source(source)
