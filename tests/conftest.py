@@ -219,6 +219,26 @@ def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0, hidden: int = 6
     return out
 
 
+def build_adapter(base_dir, out, rank: int = 8, seed: int = 0, scale: float = 3.0):
+    """A PEFT LoRA adapter on q/v projections with random A and B, and the merged model it makes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    peft.save_pretrained(out / "adapter")
+    peft.merge_and_unload().save_pretrained(out / "merged")
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out / "merged")
+    return out / "adapter", out / "merged"
+
+
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_dir(minilm_path, tmp_path_factory) -> Path:
     """A tiny random-weight BERT cross-encoder (one label) with MiniLM's tokenizer."""

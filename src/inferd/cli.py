@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from inferd.cli_deploy import deploy_app, lora_app
 from inferd.settings import Settings
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ accounts_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(deploy_app, name="deploy")
+app.add_typer(lora_app, name="lora")
 
 CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", "-c", help="Catalog YAML [env INFERD_CATALOG; default: embedded]")

@@ -140,3 +140,23 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LoraAdapter(Base):
+    """A LoRA adapter an account made on a base model (``POST /v1/lora/create``); served as a
+    model named ``lora_name`` (also ``BASE:LORA_NAME``) in the base model's batches."""
+
+    __tablename__ = "lora_adapters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lora_id: Mapped[str] = mapped_column(String(32), unique=True)
+    lora_name: Mapped[str] = mapped_column(String(200), index=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    base_model: Mapped[str] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(1200))
+    config: Mapped[dict] = mapped_column(JSON)  # rank, alpha, target modules; private; description
+    status: Mapped[str] = mapped_column(String(16))  # deploying, deployed, failed, deleted
+    fail_reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

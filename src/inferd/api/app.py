@@ -17,14 +17,17 @@ from inferd.accounts.spending import SpendLedger
 from inferd.accounts.store import AccountStore
 from inferd.accounts.tokens import TokenStore
 from inferd.accounts.usage import UsageRecorder
-from inferd.api import accounts, anthropic, cohere, deploy, elevenlabs, inference, infinity, openai, platform, system
+from inferd.api import (accounts, anthropic, cohere, deploy, elevenlabs, inference, infinity, lora, openai, platform,
+                        system)
 from inferd.api.errors import install_error_handlers
 from inferd.api.middleware import RequestContextMiddleware
 from inferd.api.state import AppState
 from inferd.catalog import Catalog, load_catalog
+from inferd.deployments.adapters import Adapters
 from inferd.deployments.manager import Deployments
 from inferd.deployments.store import DeploymentStore
 from inferd.engine.pool import EngineFactory, ModelPool
+from inferd.serving.adapters import AdapterService
 from inferd.serving.deployments import DeploymentService
 from inferd.observability.metrics import Metrics
 from inferd.serving.embeddings import EmbeddingService
@@ -83,6 +86,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None, engines: Eng
         images=ImageService(pool, meter, settings),
         vision=VisionService(pool, meter, settings),
         deploys=DeploymentService(Deployments(DeploymentStore(db), catalog, pool, settings), usage),
+        adapters=AdapterService(Adapters(db, catalog, pool, settings)),
     )
 
 
@@ -107,10 +111,12 @@ def create_app(settings: Settings, catalog: Catalog | None = None, engines: Engi
         await state.limits.start()
         state.pool.start()
         await state.deploys.deployments.restore()
+        await state.adapters.adapters.restore()  # after the deployments: their bases may be deployments
         log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
         try:
             yield
         finally:
+            await state.adapters.adapters.close()
             await state.deploys.deployments.close()
             await state.pool.stop()
             await state.limits.stop()
@@ -139,6 +145,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None, engines: Engi
     app.include_router(openai.router, prefix="/v1", include_in_schema=False)
     app.include_router(inference.router)
     app.include_router(cohere.router)
+    app.include_router(lora.router)  # before platform's /models/{name}: /models/lora/list is its own
     app.include_router(platform.router)
     app.include_router(deploy.router)
     app.include_router(accounts.router)

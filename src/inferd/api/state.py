@@ -16,6 +16,7 @@ from inferd.accounts.usage import UsageRecorder
 from inferd.catalog import Catalog
 from inferd.engine.pool import ModelPool
 from inferd.observability.metrics import Metrics
+from inferd.serving.adapters import AdapterService
 from inferd.serving.deployments import DeploymentService
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
@@ -50,6 +51,7 @@ class AppState:
     images: ImageService
     vision: VisionService
     deploys: DeploymentService
+    adapters: AdapterService
 
 
 async def app_state(request: Request) -> AppState:

@@ -24,6 +24,9 @@ Catalog ``options`` (all optional):
                          multiprocessing executor in one process. On Ray Serve a replica asks
                          Ray for ``scaling.num_gpus``; more than one GPU per replica is not
                          served there yet (docs/scale-out.md, "GPUs": the plan)
+  enable_lora            serve LoRA adapters on this model (POST /v1/lora/create); with it:
+  max_loras              adapters in one batch (default 4); max_lora_rank: the largest rank (16);
+  max_cpu_loras          adapters kept loaded (default 16; more are reloaded when asked for)
   gguf_file, trust_remote_code, seed
 The catalog's limits.max_batch_size is vLLM's max_num_seqs; limits.queue_size bounds waiting requests.
 """
@@ -66,6 +69,10 @@ class VLLMBackend(Backend):
         elif (os.cpu_count() or 1) <= 4:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
+    @property
+    def enable_lora(self) -> bool:
+        return bool(self.options.get("enable_lora", False))
+
     def engine_args(self) -> dict[str, Any]:
         o = self.options
         args: dict[str, Any] = {
@@ -82,6 +89,9 @@ class VLLMBackend(Backend):
             # structured output: inferd's grammars and budget keeping, inside vLLM's sampler
             "logits_processors": ["inferd.engine.vllm_grammar:GrammarLogitsProcessor"],
         }
+        if self.enable_lora:
+            args.update(enable_lora=True, max_loras=int(o.get("max_loras", 4)), max_lora_rank=int(o.get("max_lora_rank", 16)),
+                        max_cpu_loras=int(o.get("max_cpu_loras", 16)))
         max_len = o.get("max_model_len") or self.spec.limits.context_length
         if max_len:
             args["max_model_len"] = int(max_len)

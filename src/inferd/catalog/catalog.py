@@ -67,6 +67,7 @@ class Catalog:
         self._aliases: dict[str, list[ModelSpec]] = {}
         self._version_specs: dict[str, ModelSpec] = {}  # ref key -> that version's own spec
         self._deploys: dict[str, tuple[str, str]] = {}  # deploy id -> (model id, version name)
+        self._adapters: dict[tuple[str, str], str] = {}  # (base model id, adapter name) -> the adapter's id
         for spec in specs:
             if spec.id in self._by_id:
                 raise CatalogError(f"model {spec.id!r} is listed twice")
@@ -76,7 +77,11 @@ class Catalog:
     def _index(self) -> None:
         self._aliases = {}
         self._deploys = {}
+        self._adapters = {}
         for spec in self._by_id.values():
+            base = spec.options.get("lora_base")
+            if base:
+                self._adapters[(base, spec.id)] = spec.id
             for alias in spec.aliases:
                 self._aliases.setdefault(alias, []).append(spec)
             for version in spec.versions:
@@ -117,6 +122,8 @@ class Catalog:
         if spec is None or (task is not None and spec.task != task) or not viewer.sees(spec):
             raise _not_found(base, task)
         chosen = spec.get_version(version)
+        if chosen is None and (spec.id, version) in self._adapters:  # BASE:ADAPTER
+            return self.resolve(self._adapters[(spec.id, version)], None, task, viewer)
         if chosen is None:
             raise ModelNotFound(f"The model `{_shown(base)}` has no version `{_shown(version or '')}`", param="model")
         return self._ref(spec, chosen)

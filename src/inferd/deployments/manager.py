@@ -86,8 +86,12 @@ class Deployments:
         backend = (extra.backend if extra else None) or self.settings.deploy_llm_backend
         options: dict[str, Any] = {"trust_remote_code": False}
         if extra is not None:
-            options.update({k: v for k, v in (("dtype", extra.dtype), ("kv_cache_gib", extra.kv_cache_gib))
-                            if v is not None})
+            options.update({k: v for k, v in (("dtype", extra.dtype), ("kv_cache_gib", extra.kv_cache_gib),
+                                              ("max_lora_rank", extra.max_lora_rank)) if v is not None})
+            if extra.enable_lora:
+                if backend != "vllm":
+                    raise InvalidRequest("LoRA adapters are served on vLLM only", param="extra_args")
+                options["enable_lora"] = True
         if backend == "vllm":
             options.setdefault("enforce_eager", True)  # up in seconds, not minutes of compiling
         limits = {"max_batch_size": body.max_batch_size or 32, "queue_size": 1024,
@@ -125,7 +129,7 @@ class Deployments:
         if await self.store.count_live(account) >= self.settings.max_deployments_per_account:
             raise Conflict(f"This account has {self.settings.max_deployments_per_account} deployments, the most "
                            "this server allows (max_deployments_per_account); delete one first")
-        source, local = self._source(hf, path)
+        source, local = weights_source(self.settings, hf, path)
         limits = {k: v for k, v in limits.items() if v is not None}
         scaling = {"min_instances": settings.min_instances, "max_instances": settings.max_instances,
                    **({"num_gpus": float(num_gpus)} if num_gpus else {})}
@@ -159,26 +163,6 @@ class Deployments:
         for row in self._rows.values():
             if row.model_name == name and row.task != task.value:
                 raise Conflict(f"{name!r} is a {row.task} model; a new version must be one too")
-
-    def _source(self, hf, path: str | None) -> tuple[str, Path | None]:
-        """The catalog source string, and the local path when the weights are already on disk."""
-        if (hf is None) == (path is None):
-            raise InvalidRequest("Send `hf` (a Hugging Face repository) or `path` (a local directory), one of them",
-                                 param="hf")
-        if hf is not None:
-            if not self.settings.deploy_from_hub:
-                raise Forbidden("This server does not deploy from the Hugging Face hub (deploy_from_hub is off)")
-            return f"hf:{hf.repo}" + (f"@{hf.revision}" if hf.revision else ""), None
-        roots = [Path(root).expanduser().resolve() for root in self.settings.deploy_paths]
-        try:
-            local = Path(path).expanduser().resolve(strict=True)
-        except (OSError, RuntimeError):
-            local = None
-        if local is None or not any(local == root or local.is_relative_to(root) for root in roots):
-            # the same answer whether it exists or not: a client learns nothing of the server's files
-            raise Forbidden("`path` must name an existing file or directory under one this server allows "
-                            "(deploy_paths)")
-        return f"path:{local}", local
 
     def _estimate(self, row: Deployment, path: Path) -> int:
         limits = row.config["limits"]
@@ -219,7 +203,7 @@ class Deployments:
             await self._set(row, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
             try:
-                path = await asyncio.to_thread(_fetch, row.source, token)
+                path = await asyncio.to_thread(fetch, row.source, token)
             except SourceError as exc:
                 return await self._fail(row, str(exc))
             if deploy_id not in self._estimates:
@@ -305,10 +289,7 @@ class Deployments:
 
     async def _halt(self, row: Deployment) -> None:
         """Stop a deployment's bring-up and engine; its memory goes back."""
-        task = self._tasks.pop(row.deploy_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel(self._tasks.pop(row.deploy_id, None))
         self._progress.pop(row.deploy_id, None)
         self._estimates.pop(row.deploy_id, None)
         await self.pool.remove(self._ref(row).key)
@@ -345,6 +326,35 @@ class Deployments:
 _STOPPED = "the deployment is stopped (POST /deploy/{id}/start starts it)"
 
 
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel a bring-up and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def weights_source(settings: Settings, hf, path: str | None) -> tuple[str, Path | None]:
+    """The catalog source string for a client's ``hf`` or ``path``, and the local path when the
+    weights are already on disk; 400/403 for what this server does not allow."""
+    if (hf is None) == (path is None):
+        raise InvalidRequest("Send `hf` (a Hugging Face repository) or `path` (a local directory), one of them",
+                             param="hf")
+    if hf is not None:
+        if not settings.deploy_from_hub:
+            raise Forbidden("This server does not deploy from the Hugging Face hub (deploy_from_hub is off)")
+        return f"hf:{hf.repo}" + (f"@{hf.revision}" if hf.revision else ""), None
+    roots = [Path(root).expanduser().resolve() for root in settings.deploy_paths]
+    try:
+        local = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        local = None
+    if local is None or not any(local == root or local.is_relative_to(root) for root in roots):
+        # the same answer whether it exists or not: a client learns nothing of the server's files
+        raise Forbidden("`path` must name an existing file or directory under one this server allows "
+                        "(deploy_paths)")
+    return f"path:{local}", local
+
+
 def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
     config = row.config
     return ModelSpec(
@@ -356,7 +366,7 @@ def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
     )
 
 
-def _fetch(source: str, token: str | None) -> Path:
+def fetch(source: str, token: str | None) -> Path:
     """The weights on disk (a download from the hub when they are not in its cache)."""
     if source.startswith("hf:") and token:
         from huggingface_hub import snapshot_download

@@ -47,11 +47,22 @@ class SamplingParams:
         return self.temperature <= 1e-5 or self.top_k == 1
 
 
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A LoRA adapter a request runs with: its name, a small integer id the runtime keys its
+    weights by (unique per adapter in this process), and its directory (PEFT format)."""
+
+    name: str
+    id: int
+    path: str
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
+    adapter: Adapter | None = None  # run with this LoRA adapter on the base model (vLLM)
 
 
 @dataclass(slots=True)

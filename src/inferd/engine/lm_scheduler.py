@@ -40,7 +40,7 @@ from inferd.engine.generation import (
     TokenLogprob,
 )
 from inferd.engine.sampling import SampleRow, new_generator, sample, top_logprobs
-from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
+from inferd.errors import EngineError, InferdError, InvalidRequest, ModelUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,9 @@ class BatchGenerationEngine(GenerationEngine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
         self.ensure_ready()
+        if request.adapter is not None:
+            raise InvalidRequest(f"model {self.name} runs on the transformers runtime, which serves no LoRA "
+                                 "adapters; adapters need a base model on vLLM")
         if len(self._waiting) >= self.queue_size:
             raise Overloaded(f"model {self.name} has {len(self._waiting)} requests waiting; retry shortly",
                              retry_after=1)

@@ -168,6 +168,10 @@ class ModelPool:
                 if engine.state is EngineState.READY:
                     freeze_heap()
 
+    def put(self, ref: ModelRef, engine: Engine) -> None:
+        """Serve ``ref`` with an engine made elsewhere (a LoRA adapter's, on its base's engine)."""
+        self._engines[ref.key] = engine
+
     def hold(self, ref: ModelRef, reason: str, state: EngineState = EngineState.STOPPED) -> Engine:
         """Put a stand-in where ``ref``'s engine goes (a stopped or failed deployment: 503 with ``reason``)."""
         engine = self._engines[ref.key] = Unloadable(ref, reason, state)

@@ -18,6 +18,7 @@ from inferd.backends.vllm import VLLMBackend
 from inferd.catalog import ModelRef
 from inferd.engine.base import EngineObserver, EngineState, NullObserver
 from inferd.engine.generation import (
+    Adapter,
     GenerationEngine,
     GenerationRequest,
     SamplingParams,
@@ -140,6 +141,8 @@ class VLLMEngine(GenerationEngine):
             raise Overloaded(f"model {self.name} has {len(self._live)} requests in flight; retry shortly",
                              retry_after=1)
         sampling = self._sampling(request.params)
+        if request.adapter is not None and not self.backend.enable_lora:
+            raise InvalidRequest(f"model {self.name} was started without LoRA (its options: enable_lora)")
         rid = request.request_id
         self._live.add(rid)
         self.observer.running(self.name, len(self._live))
@@ -147,7 +150,8 @@ class VLLMEngine(GenerationEngine):
         first: set[int] = set()
         want = request.params.logprobs is not None
         try:
-            stream = self._llm.generate({"prompt_token_ids": request.prompt_ids}, sampling, request_id=rid)
+            stream = self._llm.generate({"prompt_token_ids": request.prompt_ids}, sampling, request_id=rid,
+                                        lora_request=self._lora(request.adapter))
             async for out in stream:
                 for seq in out.outputs:
                     if seq.index in finished:
@@ -191,6 +195,30 @@ class VLLMEngine(GenerationEngine):
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
+
+    @staticmethod
+    def _lora(adapter: Adapter | None):
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter.id, adapter.path)
+
+    async def add_adapter(self, adapter: Adapter) -> None:
+        """Load an adapter's weights now (its first request would otherwise), so a bad one fails
+        here, with the reason, not in a request; vLLM keeps up to ``max_loras`` in a batch and
+        ``max_cpu_loras`` loaded, and reloads an evicted one on its next request."""
+        self.ensure_ready()
+        if not self.backend.enable_lora:
+            raise InvalidRequest(f"model {self.name} was started without LoRA (its options: enable_lora)")
+        try:
+            await self._llm.add_lora(self._lora(adapter))
+        except Exception as exc:  # noqa: BLE001 - vLLM's reasons (rank too high, wrong modules...) are the answer
+            raise InvalidRequest(f"the adapter does not load on {self.name}: {exc}") from None
+
+    async def remove_adapter(self, adapter: Adapter) -> None:
+        if self._llm is not None:
+            await self._llm.remove_lora(adapter.id)
 
 
 def _convert(positions, token_ids: Sequence[int], k: int | None) -> list[TokenLogprob | None]:

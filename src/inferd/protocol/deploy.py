@@ -45,6 +45,8 @@ class LLMExtraArgs(_Strict):
     dtype: Literal["bfloat16", "float32", "float16"] | None = None
     context_length: int | None = Field(None, ge=16, le=1_048_576, description="tokens (default: the model's own)")
     kv_cache_gib: float | None = Field(None, gt=0, le=1024, description="vLLM's KV cache, GiB (default 2)")
+    enable_lora: bool = Field(False, description="vLLM: serve LoRA adapters on this model (POST /v1/lora/create)")
+    max_lora_rank: int | None = Field(None, ge=1, le=512, description="the largest adapter rank it takes (16)")
 
 
 class DeployLLMIn(_Strict):
@@ -116,3 +118,32 @@ class DeploymentOut(BaseModel):
     progress: dict | None = Field(None, description="while deploying: the stage, bytes and seconds so far")
     owner: str
     private: bool
+
+
+class LoraIn(_Strict):
+    lora_name: ModelName = Field(description="the name requests use (`model`), also BASE:LORA_NAME")
+    base_model: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(
+        description="the model it runs on (served by vLLM with enable_lora)")
+    path: LocalPath | None = Field(None, description="a PEFT adapter directory under the server's deploy_paths")
+    hf: HFSource | None = None
+    private: bool = True
+    description: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class LoraPatch(_Strict):
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    private: bool | None = None
+
+
+class LoraOut(BaseModel):
+    lora_id: str
+    lora_name: str
+    base_model: str
+    status: Literal["deploying", "deployed", "failed", "deleted"]
+    fail_reason: str | None
+    created_at: int
+    updated_at: int
+    rank: int | None
+    owner: str
+    private: bool
+    description: str
