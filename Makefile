@@ -81,6 +81,7 @@ $(PEERS)/fwserver/.installed:
 bench: setup bench-peers
 	$(BIN)/python benchmarks/embeddings.py
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/lora.py
 	$(BIN)/python benchmarks/rerank.py
 	$(BIN)/python benchmarks/speech.py
 	$(BIN)/python benchmarks/images.py
