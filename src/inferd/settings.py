@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         None, gt=0, description="memory all deployments together may take (estimated before each loads); unset: "
         "whatever the machine has free"
     )
+    deploy_max_download_gib: float = Field(
+        50.0, gt=0, description="largest hub repository a deployment downloads (by the hub's file sizes)"
+    )
     memory_reserve_gib: float = Field(1.0, ge=0, description="memory a deployment must leave free for the server")
     max_deployments_per_account: int = Field(8, ge=0, description="live deployments one account may have")
 

@@ -26,19 +26,24 @@ def adapters_root(tmp_path_factory, smollm2_dir):
     return {"root": root, "adapter": adapter, "merged": merged, "wide": wide}
 
 
-@pytest.fixture(scope="module")
-async def lora(tmp_path_factory, smollm2_dir, adapters_root):
-    vllm = {"dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.5}
-    catalog = Catalog([
+def lora_catalog(smollm2_dir, adapters_root) -> Catalog:
+    return Catalog([
         ModelSpec(id="smol", task="text-generation", backend="vllm", source=str(smollm2_dir), limits=LIMITS,
-                  options={**vllm, "enable_lora": True}),
-        ModelSpec(id="smol-plain", task="text-generation", backend="vllm", source=str(smollm2_dir), limits=LIMITS,
-                  options=vllm),
+                  options={"dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.5, "enable_lora": True}),
+        # PEFT's merged model, on the transformers runtime (which answers as vLLM does: test_runtime_parity.py)
         ModelSpec(id="merged", task="text-generation", backend="transformers", source=str(adapters_root["merged"]),
                   limits=LIMITS),
     ])
-    settings = make_settings(tmp_path_factory.mktemp("lora"), deploy_paths=[adapters_root["root"]])
-    async for h in start_app(settings, catalog):
+
+
+@pytest.fixture(scope="module")
+def lora_settings(tmp_path_factory, adapters_root):
+    return make_settings(tmp_path_factory.mktemp("lora"), deploy_paths=[adapters_root["root"]])
+
+
+@pytest.fixture(scope="module")
+async def lora(lora_settings, smollm2_dir, adapters_root):
+    async for h in start_app(lora_settings, lora_catalog(smollm2_dir, adapters_root)):
         for engine in h.state.pool.engines():
             assert engine.state.value == "ready", engine.error
         yield h
@@ -80,7 +85,7 @@ async def test_an_adapter_answers_as_the_merged_model_does(lora, adapters_root):
     listed = [a["lora_name"] for a in (await lora.client.get("/v1/model/smol/loras")).json()]
     assert listed == ["my-lora"]
     assert [a["lora_name"] for a in (await lora.client.get("/models/lora/list")).json()] == ["my-lora"]
-    assert (await lora.client.get("/v1/model/smol-plain/loras")).json() == []
+    assert (await lora.client.get("/v1/model/merged/loras")).json() == []
 
 
 async def test_adapter_and_base_requests_share_the_base_models_batches(lora, adapters_root):
@@ -128,7 +133,7 @@ async def test_bad_adapters_and_rights(lora, adapters_root, tmp_path):
     assert r.status_code == 404
     r = await lora.client.post("/v1/lora/create", json={**body, "path": str(tmp_path)})
     assert r.status_code == 403
-    r = await lora.client.post("/v1/lora/create", json={**body, "lora_name": "smol-plain",
+    r = await lora.client.post("/v1/lora/create", json={**body, "lora_name": "merged",
                                                         "path": str(adapters_root["adapter"])})
     assert r.status_code == 409
     (adapters_root["root"] / "not-an-adapter").mkdir(exist_ok=True)
@@ -153,3 +158,16 @@ async def test_bad_adapters_and_rights(lora, adapters_root, tmp_path):
     assert (await lora.client.delete("/v1/lora/admins-lora")).json()["status"] == "deleted"
     assert (await lora.client.post(CHAT, json={"model": "admins-lora", "messages": QUESTION})).status_code == 404
     assert (await lora.client.get("/v1/lora/admins-lora")).status_code == 404
+
+
+async def test_adapters_come_back_when_the_server_starts_again(lora, lora_settings, smollm2_dir, adapters_root):
+    if "my-lora" not in lora.state.catalog:
+        await lora.client.post("/v1/lora/create", json={"lora_name": "my-lora", "base_model": "smol",
+                                                        "path": str(adapters_root["adapter"])})
+        await ready(lora.client, "my-lora")
+    before = await greedy(lora.client, "my-lora")
+    # a second server on the same database: what a restart finds
+    async for again in start_app(lora_settings, lora_catalog(smollm2_dir, adapters_root)):
+        assert (await ready(again.client, "my-lora"))["status"] == "deployed"
+        assert await greedy(again.client, "my-lora") == before
+        assert await greedy(again.client, "smol:my-lora") == before

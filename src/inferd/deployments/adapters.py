@@ -97,7 +97,8 @@ class Adapters:
     async def _bring_up(self, row: LoraAdapter, token: str | None) -> None:
         try:
             try:
-                path = await asyncio.to_thread(fetch, row.source, token)
+                path = await asyncio.to_thread(fetch, row.source, token,
+                                               int(self.settings.deploy_max_download_gib * (1 << 30)))
                 base = self.catalog.resolve(row.base_model, viewer=EVERYONE)
                 row.config = {**row.config, **await asyncio.to_thread(_adapter_config, path, base)}
             except (SourceError, InferdError) as exc:

@@ -185,6 +185,9 @@ class Deployments:
             free = min(free, int(self.settings.deploy_memory_gib * fit.GiB) - sum(self._estimates.values()))
         return free
 
+    def _max_download(self) -> int:
+        return int(self.settings.deploy_max_download_gib * fit.GiB)
+
     def _reserve(self, row: Deployment, nbytes: int) -> None:
         self._estimates[row.deploy_id] = nbytes
 
@@ -203,7 +206,7 @@ class Deployments:
             await self._set(row, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
             try:
-                path = await asyncio.to_thread(fetch, row.source, token)
+                path = await asyncio.to_thread(fetch, row.source, token, self._max_download())
             except SourceError as exc:
                 return await self._fail(row, str(exc))
             if deploy_id not in self._estimates:
@@ -366,8 +369,14 @@ def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
     )
 
 
-def fetch(source: str, token: str | None) -> Path:
-    """The weights on disk (a download from the hub when they are not in its cache)."""
+def fetch(source: str, token: str | None, max_bytes: int | None = None) -> Path:
+    """The weights on disk (a download from the hub when they are not in its cache). A repository
+    the hub says is larger than ``max_bytes`` is not downloaded (a client must not fill the disk)."""
+    if source.startswith("hf:") and max_bytes is not None:
+        size = _hub_size(source, token)
+        if size is not None and size > max_bytes:
+            raise SourceError(f"{source[3:]} is {fit.gib(size)} on the hub; this server downloads at most "
+                              f"{fit.gib(max_bytes)} for a deployment (deploy_max_download_gib)")
     if source.startswith("hf:") and token:
         from huggingface_hub import snapshot_download
 
@@ -377,3 +386,16 @@ def fetch(source: str, token: str | None) -> Path:
         except Exception as exc:  # noqa: BLE001 - the hub's errors, said as the deployment's reason
             raise SourceError(f"cannot fetch {repo}: {exc}") from exc
     return resolve_source(source)
+
+
+def _hub_size(source: str, token: str | None) -> int | None:
+    """The repository's size by the hub's own file list, or None when the hub cannot say (offline:
+    then only its cache can serve it)."""
+    from huggingface_hub import HfApi
+
+    repo, _, revision = source[3:].partition("@")
+    try:
+        info = HfApi().model_info(repo, revision=revision or None, token=token or None, files_metadata=True)
+    except Exception:  # noqa: BLE001 - unreachable, unknown or gated: the download says why, or the cache serves
+        return None
+    return sum(int(s.size or 0) for s in info.siblings or ())
