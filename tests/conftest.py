@@ -219,7 +219,7 @@ def build_tiny_lm(tokenizer_dir: Path, out: Path, seed: int = 0, hidden: int = 6
     return out
 
 
-def build_adapter(base_dir, out, rank: int = 8, seed: int = 0, scale: float = 3.0):
+def build_adapter(base_dir, out, rank: int = 8, seed: int = 0, scale: float = 3.0, merged: bool = True):
     """A PEFT LoRA adapter on q/v projections with random A and B, and the merged model it makes."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -234,6 +234,8 @@ def build_adapter(base_dir, out, rank: int = 8, seed: int = 0, scale: float = 3.
             if "lora_B" in name:
                 param.mul_(scale)
     peft.save_pretrained(out / "adapter")
+    if not merged:
+        return out / "adapter", None
     peft.merge_and_unload().save_pretrained(out / "merged")
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(out / "merged")
     return out / "adapter", out / "merged"

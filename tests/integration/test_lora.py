@@ -23,7 +23,8 @@ def adapters_root(tmp_path_factory, smollm2_dir):
     root = tmp_path_factory.mktemp("loras")
     adapter, merged = build_adapter(smollm2_dir, root / "a")
     wide, _ = build_adapter(smollm2_dir, root / "wide", rank=64)
-    return {"root": root, "adapter": adapter, "merged": merged, "wide": wide}
+    others = [build_adapter(smollm2_dir, root / f"other-{i}", seed=10 + i, merged=False)[0] for i in range(3)]
+    return {"root": root, "adapter": adapter, "merged": merged, "wide": wide, "others": others}
 
 
 def lora_catalog(smollm2_dir, adapters_root) -> Catalog:
@@ -120,6 +121,21 @@ async def test_adapter_and_base_requests_share_the_base_models_batches(lora, ada
         models = [row.model for row in await session.scalars(select(UsageRecord).where(
             UsageRecord.request_id.in_([r.headers["x-request-id"] for r in results])))]
     assert sorted(models) == ["my-lora", "my-lora", "smol", "smol"]  # billed as themselves
+
+
+async def test_base_requests_beside_every_adapter_slot_answer_as_alone(lora, adapters_root):
+    """vLLM's CPU build read "no adapter" as the last adapter slot: with every slot full, the base
+    model's tokens got that adapter's delta (engine/vllm_lora_ops.py)."""
+    names = ["my-lora"] + [f"other-{i}" for i in range(3)]
+    for name, path in zip(names, [adapters_root["adapter"], *adapters_root["others"]], strict=True):
+        if name not in lora.state.catalog:
+            await lora.client.post("/v1/lora/create", json={"lora_name": name, "base_model": "smol", "path": str(path)})
+            assert (await ready(lora.client, name))["status"] == "deployed"
+    alone = {name: await greedy(lora.client, name) for name in ["smol", *names]}
+    together = await asyncio.gather(*(greedy(lora.client, name) for name in ["smol", *names] * 2))
+    assert together == [alone[name] for name in ["smol", *names] * 2]
+    for name in names[1:]:
+        await lora.client.delete(f"/v1/lora/{name}")
 
 
 async def test_bad_adapters_and_rights(lora, adapters_root, tmp_path):

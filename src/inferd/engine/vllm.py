@@ -36,6 +36,8 @@ def _prepare_environment() -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")  # no phoning home
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # LoRA ops grouped by adapter, exact without one, in vLLM's processes (engine/vllm_lora_ops.py)
+    os.environ.setdefault("INFERD_VLLM_LORA_OPS", "1")
 
 
 class VLLMEngine(GenerationEngine):
