@@ -175,15 +175,16 @@ class Adapters:
 
     async def delete(self, row: LoraAdapter) -> LoraAdapter:
         await cancel(self._tasks.pop(row.lora_name, None))
-        engine = self.pool.find(self._ref(row).key)
-        await self.pool.remove(self._ref(row).key)
+        ref = self._ref(row)
+        del self._rows[row.lora_name]
+        self.catalog.uninstall(row.lora_name)  # out of the catalog first: no request finds it from here on
+        engine = self.pool.find(ref.key)
+        await self.pool.remove(ref.key)
         if isinstance(engine, AdapterEngine):
             base = self.pool.find(row.config["base_key"])
             if base is not None and base.state is EngineState.READY and hasattr(base, "remove_adapter"):
                 await base.remove_adapter(engine.adapter)
         await self._set(row, "deleted", None)
-        del self._rows[row.lora_name]
-        self.catalog.uninstall(row.lora_name)
         return row
 
     # --- the catalog entry

@@ -31,7 +31,7 @@ from inferd.catalog.sources import SourceError, resolve_source
 from inferd.deployments import fit
 from inferd.deployments.store import DeploymentStore, new_deploy_id
 from inferd.engine.base import EngineState
-from inferd.engine.pool import ModelPool
+from inferd.engine.pool import ModelPool, Unloadable
 from inferd.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from inferd.protocol.deploy import HF_BACKENDS, DeployHFIn, DeployLLMIn, DeploySettings
 from inferd.settings import Settings
@@ -239,8 +239,7 @@ class Deployments:
         self._progress.pop(row.deploy_id, None)
         self._estimates.pop(row.deploy_id, None)
         ref = self._ref(row)
-        await self.pool.remove(ref.key)
-        self.pool.hold(ref, reason, EngineState.FAILED)
+        await self.pool.remove(ref.key, Unloadable(ref, reason, EngineState.FAILED))
         await self._set(row, status="failed", fail_reason=reason[:2000])
 
     async def _set(self, row: Deployment, **fields: Any) -> None:
@@ -270,8 +269,7 @@ class Deployments:
         return row
 
     async def stop(self, row: Deployment) -> Deployment:
-        await self._halt(row)
-        self.pool.hold(self._ref(row), _STOPPED)
+        await self._halt(row, Unloadable(self._ref(row), _STOPPED, EngineState.STOPPED))
         await self._set(row, status="stopped")
         self._install(row.model_name)
         return row
@@ -284,18 +282,19 @@ class Deployments:
         return row
 
     async def delete(self, row: Deployment) -> Deployment:
+        del self._rows[row.deploy_id]
+        self._install(row.model_name)  # out of the catalog first: no request finds it from here on
         await self._halt(row)
         await self._set(row, status="deleted")
-        del self._rows[row.deploy_id]
-        self._install(row.model_name)
         return row
 
-    async def _halt(self, row: Deployment) -> None:
-        """Stop a deployment's bring-up and engine; its memory goes back."""
+    async def _halt(self, row: Deployment, stand_in: Unloadable | None = None) -> None:
+        """Stop a deployment's bring-up and engine (``stand_in`` answers in its place); its memory
+        goes back."""
         await cancel(self._tasks.pop(row.deploy_id, None))
         self._progress.pop(row.deploy_id, None)
         self._estimates.pop(row.deploy_id, None)
-        await self.pool.remove(self._ref(row).key)
+        await self.pool.remove(self._ref(row).key, stand_in)
 
     def progress(self, row: Deployment) -> dict | None:
         progress = self._progress.get(row.deploy_id)

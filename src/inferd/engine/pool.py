@@ -177,16 +177,19 @@ class ModelPool:
         engine = self._engines[ref.key] = Unloadable(ref, reason, state)
         return engine
 
-    async def remove(self, key: str) -> None:
-        """Stop a version's engine (its waiting requests fail with 503) and forget it; its memory
-        is given back (the collector unfrozen for the one collection that frees it)."""
+    async def remove(self, key: str, stand_in: Engine | None = None) -> None:
+        """Stop a version's engine (its waiting requests fail with 503) and forget it, or put
+        ``stand_in`` in its place (at once: a request never finds the key without an engine); its
+        memory is given back (the collector unfrozen for the one collection that frees it)."""
+        engine = self._engines.pop(key, None) if stand_in is None else self._engines.get(key)
+        if stand_in is not None:
+            self._engines[key] = stand_in
+        self._failures.pop(key, None)
         restart = self._restarts.pop(key, None)
         if restart is not None:
             restart.cancel()
             await asyncio.gather(restart, return_exceptions=True)
-        engine = self._engines.pop(key, None)
-        self._failures.pop(key, None)
-        if engine is None:
+        if engine is None or engine is stand_in:
             return
         await engine.stop()
         del engine
