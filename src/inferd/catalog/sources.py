@@ -18,10 +18,11 @@ class SourceError(Exception):
     """The source cannot be resolved; the message says why."""
 
 
-def resolve_source(source: str) -> Path:
+def resolve_source(source: str, token: str | None = None) -> Path:
+    """``token``: a Hugging Face token for a gated or private repository (hf: sources only)."""
     scheme, _, rest = source.partition(":")
     if scheme == "hf" and rest:
-        return _resolve_hf(rest)
+        return _resolve_hf(rest, token)
     if scheme == "pkg" and rest:
         return _resolve_package(rest)
     if scheme == "path" and rest:
@@ -29,7 +30,7 @@ def resolve_source(source: str) -> Path:
     return _resolve_path(source)
 
 
-def _resolve_hf(spec: str) -> Path:
+def _resolve_hf(spec: str, token: str | None = None) -> Path:
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1:
         raise SourceError(f"hf source {spec!r} must be 'org/name[@revision]'")
@@ -37,7 +38,7 @@ def _resolve_hf(spec: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None))
+        return Path(snapshot_download(repo_id, revision=revision or None, token=token or None))
     except LocalEntryNotFoundError as exc:
         raise SourceError(
             f"{repo_id}@{revision or 'main'} is not in the Hugging Face cache and the hub "

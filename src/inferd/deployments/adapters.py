@@ -23,7 +23,7 @@ from inferd.accounts.db import Database
 from inferd.accounts.models import LoraAdapter, utcnow
 from inferd.catalog import EVERYONE, Catalog, ModelRef, ModelSpec, Viewer, VersionSpec
 from inferd.catalog.sources import SourceError
-from inferd.deployments.manager import cancel, fetch, weights_source
+from inferd.deployments.manager import cancel, download_cap, fetch, weights_source
 from inferd.engine.adapter import AdapterEngine
 from inferd.engine.base import EngineState
 from inferd.engine.generation import Adapter
@@ -58,9 +58,7 @@ class Adapters:
                 self._launch(row, None)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*(cancel(task) for task in list(self._tasks.values())))
 
     # --- the API
 
@@ -97,10 +95,10 @@ class Adapters:
     async def _bring_up(self, row: LoraAdapter, token: str | None) -> None:
         try:
             try:
-                path = await asyncio.to_thread(fetch, row.source, token,
-                                               int(self.settings.deploy_max_download_gib * (1 << 30)))
-                base = self.catalog.resolve(row.base_model, viewer=EVERYONE)
-                row.config = {**row.config, **await asyncio.to_thread(_adapter_config, path, base)}
+                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings))
+                if "rank" not in row.config:  # a local adapter was read when it was made
+                    base = self.catalog.resolve(row.base_model, viewer=EVERYONE)
+                    row.config = {**row.config, **await asyncio.to_thread(_adapter_config, path, base)}
             except (SourceError, InferdError) as exc:
                 return await self._set(row, "failed", getattr(exc, "message", str(exc)))
             adapter = Adapter(row.lora_name, row.id, str(path))
@@ -146,7 +144,7 @@ class Adapters:
 
     def owned(self, name: str, account: str, admin: bool) -> LoraAdapter:
         row = self._rows.get(name) if len(name) <= 200 else None
-        if row is None or not (admin or row.account_id == account or not row.config.get("private", True)):
+        if row is None or not Viewer(account, admin).sees(self._spec(row)):
             raise NotFound(f"No LoRA adapter {name[:200]!r}")
         return row
 

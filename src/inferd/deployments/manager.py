@@ -30,7 +30,7 @@ from inferd.catalog import Catalog, Limits, ModelRef, ModelSpec, Scaling, Task, 
 from inferd.catalog.sources import SourceError, resolve_source
 from inferd.deployments import fit
 from inferd.deployments.store import DeploymentStore, new_deploy_id
-from inferd.engine.base import EngineState
+from inferd.engine.base import Engine, EngineState
 from inferd.engine.pool import ModelPool, Unloadable
 from inferd.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from inferd.protocol.deploy import HF_BACKENDS, DeployHFIn, DeployLLMIn, DeploySettings
@@ -71,10 +71,7 @@ class Deployments:
             log.info("%d deployments restored", len(self._rows))
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel(task) for task in list(self._tasks.values())))
 
     # --- the API
 
@@ -84,7 +81,7 @@ class Deployments:
                                  param="base_model")
         extra = body.extra_args
         backend = (extra.backend if extra else None) or self.settings.deploy_llm_backend
-        options: dict[str, Any] = {"trust_remote_code": False}
+        options: dict[str, Any] = {}
         if extra is not None:
             options.update({k: v for k, v in (("dtype", extra.dtype), ("kv_cache_gib", extra.kv_cache_gib),
                                               ("max_lora_rank", extra.max_lora_rank)) if v is not None})
@@ -92,8 +89,6 @@ class Deployments:
                 if backend != "vllm":
                     raise InvalidRequest("LoRA adapters are served on vLLM only", param="extra_args")
                 options["enable_lora"] = True
-        if backend == "vllm":
-            options.setdefault("enforce_eager", True)  # up in seconds, not minutes of compiling
         limits = {"max_batch_size": body.max_batch_size or 32, "queue_size": 1024,
                   "context_length": extra.context_length if extra else None}
         return await self._create(account, admin, body.model_name, Task.TEXT_GENERATION, backend, body.hf, body.path,
@@ -109,27 +104,23 @@ class Deployments:
         if backend not in allowed:
             raise InvalidRequest(f"backend {backend[:64]!r} does not serve {body.task.value}; one of: "
                                  f"{', '.join(allowed)}", param="backend")
-        if body.task is Task.TEXT_GENERATION and backend == "vllm":
-            options: dict[str, Any] = {"trust_remote_code": False, "enforce_eager": True}
-        else:
-            options = {"trust_remote_code": False}
         limits = {"max_batch_size": body.max_batch_size or 32, "context_length": body.context_length}
         return await self._create(account, admin, body.model_name, body.task, backend, body.hf, body.path, limits,
-                                  options, body.settings, body.num_gpus, body.private, body.description, {})
+                                  {}, body.settings, body.num_gpus, body.private, body.description, {})
 
     async def _create(self, account: str, admin: bool, name: str, task: Task, backend: str, hf, path: str | None,
                       limits: dict, options: dict, settings: DeploySettings, num_gpus: int | None, private: bool,
                       description: str, shown: dict) -> Deployment:
         if not private and not admin:
             raise Forbidden("Only admins deploy public models (`private: false`)")
-        if settings.min_instances > settings.max_instances:
-            raise InvalidRequest(f"min_instances {settings.min_instances} is above max_instances "
-                                 f"{settings.max_instances}", param="settings")
+        _check_bounds(settings)
         await self._check_name(name, task, account)
         if await self.store.count_live(account) >= self.settings.max_deployments_per_account:
             raise Conflict(f"This account has {self.settings.max_deployments_per_account} deployments, the most "
                            "this server allows (max_deployments_per_account); delete one first")
         source, local = weights_source(self.settings, hf, path)
+        # never code from the weights' repository; vLLM up in seconds, not minutes of compiling
+        options = {"trust_remote_code": False, **({"enforce_eager": True} if backend == "vllm" else {}), **options}
         limits = {k: v for k, v in limits.items() if v is not None}
         scaling = {"min_instances": settings.min_instances, "max_instances": settings.max_instances,
                    **({"num_gpus": float(num_gpus)} if num_gpus else {})}
@@ -142,7 +133,7 @@ class Deployments:
         )
         if local is not None:  # the weights are here: refuse now what cannot fit (409)
             async with self._fit_lock:
-                self._reserve(row, await asyncio.to_thread(self._estimate, row, local))
+                self._estimates[row.deploy_id] = await asyncio.to_thread(self._estimate, row, local)
         await self.store.add(row)
         self._rows[row.deploy_id] = row
         self._install(name)
@@ -168,7 +159,6 @@ class Deployments:
         limits = row.config["limits"]
         estimate = fit.estimate(path, row.task, row.backend, row.config["options"], limits.get("max_batch_size", 32),
                                 limits.get("context_length"))
-        self._progress.setdefault(row.deploy_id, {})["memory_estimate_bytes"] = estimate.total
         free = self._free()
         if estimate.total > free:
             raise Conflict(f"The model does not fit: it needs about {estimate.describe()}, and "
@@ -185,18 +175,10 @@ class Deployments:
             free = min(free, int(self.settings.deploy_memory_gib * fit.GiB) - sum(self._estimates.values()))
         return free
 
-    def _max_download(self) -> int:
-        return int(self.settings.deploy_max_download_gib * fit.GiB)
-
-    def _reserve(self, row: Deployment, nbytes: int) -> None:
-        self._estimates[row.deploy_id] = nbytes
-
     def _launch(self, row: Deployment, token: str | None = None) -> None:
         ref = self._ref(row)
         self.pool.hold(ref, "it is deploying; retry shortly", EngineState.LOADING)
-        self._progress[row.deploy_id] = {"stage": "initializing", "started_at": time.time(),
-                                         **{k: v for k, v in self._progress.get(row.deploy_id, {}).items()
-                                            if k == "memory_estimate_bytes"}}
+        self._progress[row.deploy_id] = {"stage": "initializing", "started_at": time.time()}
         self._tasks[row.deploy_id] = asyncio.create_task(self._bring_up(row, token), name=f"deploy:{row.deploy_id}")
 
     async def _bring_up(self, row: Deployment, token: str | None) -> None:
@@ -206,13 +188,13 @@ class Deployments:
             await self._set(row, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
             try:
-                path = await asyncio.to_thread(fetch, row.source, token, self._max_download())
+                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings))
             except SourceError as exc:
                 return await self._fail(row, str(exc))
             if deploy_id not in self._estimates:
                 async with self._fit_lock:
                     try:
-                        self._reserve(row, await asyncio.to_thread(self._estimate, row, path))
+                        self._estimates[deploy_id] = await asyncio.to_thread(self._estimate, row, path)
                     except Conflict as exc:
                         return await self._fail(row, exc.message)
             progress["stage"] = "loading weights and starting the runtime"
@@ -259,9 +241,7 @@ class Deployments:
         return [row for row in self._rows.values() if account is None or row.account_id == account]
 
     async def update(self, row: Deployment, settings: DeploySettings) -> Deployment:
-        if settings.min_instances > settings.max_instances:
-            raise InvalidRequest(f"min_instances {settings.min_instances} is above max_instances "
-                                 f"{settings.max_instances}", param="settings")
+        _check_bounds(settings)
         scaling = {**row.config.get("scaling", {}), "min_instances": settings.min_instances,
                    "max_instances": settings.max_instances}
         await self._set(row, config={**row.config, "scaling": scaling})
@@ -300,17 +280,17 @@ class Deployments:
         progress = self._progress.get(row.deploy_id)
         if progress is None or row.status not in ("initializing", "deploying"):
             return None
-        return {**progress, "seconds": round(time.time() - progress["started_at"], 1)}
+        return {**progress, "memory_estimate_bytes": self._estimates.get(row.deploy_id),
+                "seconds": round(time.time() - progress["started_at"], 1)}
 
-    def engine_state(self, row: Deployment) -> EngineState | None:
-        engine = self.pool.find(self._ref(row).key)
-        return None if engine is None else engine.state
+    def engine(self, row: Deployment) -> Engine | None:
+        return self.pool.find(self._ref(row).key)
 
     # --- the catalog entries of a model name
 
     def _ref(self, row: Deployment) -> ModelRef:
-        return ModelRef(_spec(row, (VersionSpec(name=row.deploy_id, source=row.source, deploy_id=row.deploy_id),)),
-                        VersionSpec(name=row.deploy_id, source=row.source, deploy_id=row.deploy_id))
+        version = _version(row)
+        return ModelRef(_spec(row, (version,)), version)
 
     def _install(self, name: str) -> None:
         """(Re)install a model name's versions in the catalog: the newest deployed one first (the
@@ -320,12 +300,18 @@ class Deployments:
             self.catalog.uninstall(name)
             return
         rows.sort(key=lambda r: (r.status == "deployed", aware(r.created_at), r.id or 0), reverse=True)
-        versions = tuple(VersionSpec(name=r.deploy_id, source=r.source, deploy_id=r.deploy_id) for r in rows)
+        versions = tuple(_version(r) for r in rows)
         specs = {r.deploy_id: _spec(r, versions) for r in rows}
         self.catalog.install(specs[rows[0].deploy_id], specs)
 
 
 _STOPPED = "the deployment is stopped (POST /deploy/{id}/start starts it)"
+
+
+def _check_bounds(settings: DeploySettings) -> None:
+    if settings.min_instances > settings.max_instances:
+        raise InvalidRequest(f"min_instances {settings.min_instances} is above max_instances "
+                             f"{settings.max_instances}", param="settings")
 
 
 async def cancel(task: asyncio.Task | None) -> None:
@@ -357,6 +343,10 @@ def weights_source(settings: Settings, hf, path: str | None) -> tuple[str, Path 
     return f"path:{local}", local
 
 
+def _version(row: Deployment) -> VersionSpec:
+    return VersionSpec(name=row.deploy_id, source=row.source, deploy_id=row.deploy_id)
+
+
 def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
     config = row.config
     return ModelSpec(
@@ -368,6 +358,10 @@ def _spec(row: Deployment, versions: tuple[VersionSpec, ...]) -> ModelSpec:
     )
 
 
+def download_cap(settings: Settings) -> int:
+    return int(settings.deploy_max_download_gib * fit.GiB)
+
+
 def fetch(source: str, token: str | None, max_bytes: int | None = None) -> Path:
     """The weights on disk (a download from the hub when they are not in its cache). A repository
     the hub says is larger than ``max_bytes`` is not downloaded (a client must not fill the disk)."""
@@ -376,15 +370,7 @@ def fetch(source: str, token: str | None, max_bytes: int | None = None) -> Path:
         if size is not None and size > max_bytes:
             raise SourceError(f"{source[3:]} is {fit.gib(size)} on the hub; this server downloads at most "
                               f"{fit.gib(max_bytes)} for a deployment (deploy_max_download_gib)")
-    if source.startswith("hf:") and token:
-        from huggingface_hub import snapshot_download
-
-        repo, _, revision = source[3:].partition("@")
-        try:
-            return Path(snapshot_download(repo, revision=revision or None, token=token))
-        except Exception as exc:  # noqa: BLE001 - the hub's errors, said as the deployment's reason
-            raise SourceError(f"cannot fetch {repo}: {exc}") from exc
-    return resolve_source(source)
+    return resolve_source(source, token)
 
 
 def _hub_size(source: str, token: str | None) -> int | None:

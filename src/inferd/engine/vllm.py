@@ -143,8 +143,7 @@ class VLLMEngine(GenerationEngine):
             raise Overloaded(f"model {self.name} has {len(self._live)} requests in flight; retry shortly",
                              retry_after=1)
         sampling = self._sampling(request.params)
-        if request.adapter is not None and not self.backend.enable_lora:
-            raise InvalidRequest(f"model {self.name} was started without LoRA (its options: enable_lora)")
+        lora = self._lora(request.adapter)
         rid = request.request_id
         self._live.add(rid)
         self.observer.running(self.name, len(self._live))
@@ -153,7 +152,7 @@ class VLLMEngine(GenerationEngine):
         want = request.params.logprobs is not None
         try:
             stream = self._llm.generate({"prompt_token_ids": request.prompt_ids}, sampling, request_id=rid,
-                                        lora_request=self._lora(request.adapter))
+                                        lora_request=lora)
             async for out in stream:
                 for seq in out.outputs:
                     if seq.index in finished:
@@ -198,10 +197,12 @@ class VLLMEngine(GenerationEngine):
         if self._llm is not None:
             await self._llm.abort(request_id)
 
-    @staticmethod
-    def _lora(adapter: Adapter | None):
+    def _lora(self, adapter: Adapter | None):
+        """vLLM's request for ``adapter`` (None for the base model); 400 where LoRA is off."""
         if adapter is None:
             return None
+        if not self.backend.enable_lora:
+            raise InvalidRequest(f"model {self.name} was started without LoRA (its options: enable_lora)")
         from vllm.lora.request import LoRARequest
 
         return LoRARequest(adapter.name, adapter.id, adapter.path)
@@ -211,10 +212,9 @@ class VLLMEngine(GenerationEngine):
         here, with the reason, not in a request; vLLM keeps up to ``max_loras`` in a batch and
         ``max_cpu_loras`` loaded, and reloads an evicted one on its next request."""
         self.ensure_ready()
-        if not self.backend.enable_lora:
-            raise InvalidRequest(f"model {self.name} was started without LoRA (its options: enable_lora)")
+        request = self._lora(adapter)
         try:
-            await self._llm.add_lora(self._lora(adapter))
+            await self._llm.add_lora(request)
         except Exception as exc:  # noqa: BLE001 - vLLM's reasons (rank too high, wrong modules...) are the answer
             raise InvalidRequest(f"the adapter does not load on {self.name}: {exc}") from None
 

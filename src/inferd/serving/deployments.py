@@ -58,7 +58,7 @@ class DeploymentService:
         row = self._owned(ctx, deploy_id)
         await self.usage.flush()  # this process's requests just answered are counted
         served = await self.deployments.store.usage(row.model_name, row.deploy_id)
-        engine = self.deployments.pool.find(f"{row.model_name}:{row.deploy_id}")
+        engine = self.deployments.engine(row)
         return {
             "deploy_id": row.deploy_id,
             "status": row.status,
@@ -70,8 +70,8 @@ class DeploymentService:
     def out(self, row: Deployment) -> dict:
         config = row.config
         scaling = config.get("scaling", {})
-        state = self.deployments.engine_state(row)
-        running = int(state is EngineState.READY and row.status == "deployed")
+        engine = self.deployments.engine(row)
+        running = int(engine is not None and engine.state is EngineState.READY and row.status == "deployed")
         pending = int(row.status in ("initializing", "deploying"))
         return {
             "deploy_id": row.deploy_id,
