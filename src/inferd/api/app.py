@@ -38,6 +38,7 @@ from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
 from inferd.serving.synthesis import SynthesisService
 from inferd.serving.images import ImageService
+from inferd.serving.text_tasks import TextTaskService
 from inferd.serving.vision import VisionService
 from inferd.serving.tenancy import Tenancy
 from inferd.settings import Settings
@@ -85,6 +86,7 @@ def build_state(settings: Settings, catalog: Catalog | None = None, engines: Eng
         synthesis=SynthesisService(pool, meter, settings),
         images=ImageService(pool, meter, settings),
         vision=VisionService(pool, meter, settings),
+        text_tasks=TextTaskService(pool, meter),
         deploys=DeploymentService(Deployments(DeploymentStore(db), catalog, pool, settings), usage),
         adapters=AdapterService(Adapters(db, catalog, pool, settings)),
     )

@@ -25,6 +25,16 @@ from inferd.api.streaming import sse_response
 from inferd.protocol.inference import (
     EmbeddingsIn,
     EmbeddingsOut,
+    FillMaskIn,
+    FillMaskOut,
+    QuestionAnsweringIn,
+    QuestionAnsweringOut,
+    Text2TextGenerationIn,
+    Text2TextGenerationOut,
+    TextClassificationIn,
+    TextClassificationOut,
+    TokenClassificationIn,
+    TokenClassificationOut,
     ImageClassificationIn,
     ImageClassificationOut,
     ObjectDetectionIn,
@@ -51,6 +61,8 @@ from inferd.serving.images import native_body as image_body
 from inferd.serving.speech import SpeechQuery, from_data_url
 from inferd.serving.speech import native_body as speech_body
 from inferd.serving.synthesis import AudioFormat, SpeakQuery, collect, native_speech_body
+from inferd.serving.text_tasks import TextQuery
+from inferd.serving.text_tasks import native_body as text_body
 from inferd.serving.vision import VisionQuery
 from inferd.serving.vision import native_body as vision_body
 
@@ -195,6 +207,49 @@ async def object_detection(request: Request, payload: dict, ref: ModelRef, ctx: 
     return FastJSONResponse(vision_body(await cancellable(request, state.vision.detect(query, ctx)), ctx))
 
 
+async def text_classification(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: TextClassificationIn = _validated(TextClassificationIn, payload)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input,
+                      top_k=None if body.return_all_scores else body.top_k)
+    answered = await cancellable(request, state.text_tasks.classify(query, ctx))
+    return FastJSONResponse(text_body(answered, ctx, Task.TEXT_CLASSIFICATION))
+
+
+async def token_classification(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: TokenClassificationIn = _validated(TokenClassificationIn, payload)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input, strategy=body.aggregation_strategy)
+    answered = await cancellable(request, state.text_tasks.label_tokens(query, ctx))
+    return FastJSONResponse(text_body(answered, ctx, Task.TOKEN_CLASSIFICATION))
+
+
+async def fill_mask(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: FillMaskIn = _validated(FillMaskIn, payload)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input, top_k=body.top_k)
+    answered = await cancellable(request, state.text_tasks.fill_mask(query, ctx))
+    return FastJSONResponse(text_body(answered, ctx, Task.FILL_MASK))
+
+
+async def question_answering(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    body: QuestionAnsweringIn = _validated(QuestionAnsweringIn, payload)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.context, question=body.question,
+                      top_k=body.top_k, max_answer_len=body.max_answer_len)
+    answered = await cancellable(request, state.text_tasks.answer(query, ctx))
+    return FastJSONResponse(text_body(answered, ctx, Task.QUESTION_ANSWERING))
+
+
+async def text2text_generation(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
+    from inferd.backends.seq2seq import GenerationParams
+
+    if "input" not in payload and "text" in payload:  # the Hugging Face pipeline's name for it
+        payload["input"] = payload.pop("text")
+    body: Text2TextGenerationIn = _validated(Text2TextGenerationIn, payload)
+    params = GenerationParams(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_p=body.top_p,
+                              top_k=body.top_k, repetition_penalty=body.repetition_penalty, num_beams=body.num_beams)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input, generation=params)
+    answered = await cancellable(request, state.text_tasks.rewrite(query, ctx))
+    return FastJSONResponse(text_body(answered, ctx, Task.TEXT2TEXT_GENERATION))
+
+
 HANDLERS: dict[Task, Handler] = {
     Task.EMBEDDINGS: embeddings,
     Task.TEXT_GENERATION: text_generation,
@@ -205,11 +260,18 @@ HANDLERS: dict[Task, Handler] = {
     Task.IMAGE_CLASSIFICATION: image_classification,
     Task.ZERO_SHOT_IMAGE_CLASSIFICATION: zero_shot_image_classification,
     Task.OBJECT_DETECTION: object_detection,
+    Task.TEXT_CLASSIFICATION: text_classification,
+    Task.TOKEN_CLASSIFICATION: token_classification,
+    Task.FILL_MASK: fill_mask,
+    Task.QUESTION_ANSWERING: question_answering,
+    Task.TEXT2TEXT_GENERATION: text2text_generation,
 }
 _IN = (EmbeddingsIn, TextGenerationIn, RerankerIn, SpeechRecognitionIn, TextToSpeechIn, TextToImageIn,
-       ImageClassificationIn, ZeroShotImageClassificationIn, ObjectDetectionIn)
+       ImageClassificationIn, ZeroShotImageClassificationIn, ObjectDetectionIn, TextClassificationIn,
+       TokenClassificationIn, FillMaskIn, QuestionAnsweringIn, Text2TextGenerationIn)
 _OUT = (EmbeddingsOut, TextGenerationOut, RerankerOut, SpeechRecognitionOut, TextToSpeechOut, TextToImageOut,
-        ImageClassificationOut, ObjectDetectionOut)
+        ImageClassificationOut, ObjectDetectionOut, TextClassificationOut, TokenClassificationOut, FillMaskOut,
+        QuestionAnsweringOut, Text2TextGenerationOut)
 
 _OPENAPI = {
     "requestBody": {

@@ -21,6 +21,7 @@ from inferd.serving.deployments import DeploymentService
 from inferd.serving.embeddings import EmbeddingService
 from inferd.serving.generation import GenerationService
 from inferd.serving.images import ImageService
+from inferd.serving.text_tasks import TextTaskService
 from inferd.serving.vision import VisionService
 from inferd.serving.rerank import RerankService
 from inferd.serving.speech import SpeechService
@@ -50,6 +51,7 @@ class AppState:
     synthesis: SynthesisService
     images: ImageService
     vision: VisionService
+    text_tasks: TextTaskService
     deploys: DeploymentService
     adapters: AdapterService
 

@@ -24,6 +24,11 @@ REGISTRY: dict[str, str] = {
     "image-classifier": "inferd.backends.image_classifier:ImageClassifierBackend",
     "efficientnet": "inferd.backends.efficientnet:EfficientNetBackend",
     "object-detector": "inferd.backends.object_detector:ObjectDetectorBackend",
+    "transformers-text": "inferd.backends.transformers_text:TransformersTextBackend",
+    "transformers-seq2seq": "inferd.backends.seq2seq:Seq2SeqBackend",
+    "spacy": "inferd.backends.spacy_ner:SpacyNERBackend",
+    "onnx-text": "inferd.backends.onnx_text:OnnxTextBackend",
+    "embedding-classifier": "inferd.backends.embedding_classifier:EmbeddingClassifierBackend",
 }
 
 

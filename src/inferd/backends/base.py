@@ -41,6 +41,7 @@ class Tokenized:
     ids: Any  # token ids with special tokens, truncated to the context when allowed; an image's pixels
     original_length: int  # tokens before truncation (special tokens included)
     cost: int | None = None  # an image: what it weighs in a batch, in tokens (its patches); None: len(ids)
+    detail: Any = None  # what the answer needs besides the model's row (token offsets, ...): kept by the engine
 
     @property
     def length(self) -> int:
@@ -98,8 +99,10 @@ class EncoderBackend(Backend):
         """Texts or token ids -> ids with special tokens; thread-safe with forward()."""
 
     @abstractmethod
-    def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        """A batch of token id lists -> float32 array [len(batch), dimensions]."""
+    def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray | list:
+        """A batch of token id lists -> float32 array [len(batch), dimensions] (embedding models), or
+        a row per input of whatever the task's answer is made from (the text tasks: scores, a
+        token's label scores, generated text)."""
 
     def probe_input(self) -> EncoderInput:
         """A long-ish input the engine tokenises to warm the model up and measure its cost."""

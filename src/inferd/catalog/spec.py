@@ -21,6 +21,8 @@ class Task(StrEnum):
     TEXT_CLASSIFICATION = "text-classification"
     TOKEN_CLASSIFICATION = "token-classification"
     FILL_MASK = "fill-mask"
+    QUESTION_ANSWERING = "question-answering"
+    TEXT2TEXT_GENERATION = "text2text-generation"
     ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
     IMAGE_CLASSIFICATION = "image-classification"
     OBJECT_DETECTION = "object-detection"

@@ -57,19 +57,26 @@ _ARRIVAL_MEMORY_S = 0.05  # inputs seen within this long count as "still arrivin
 
 @dataclass(slots=True)
 class EncodeResult:
-    embeddings: np.ndarray  # float32 [n_inputs, dimensions]
+    rows: list  # one per input: what the backend's forward gave for it (a vector for embedding models)
     input_tokens: int
+    details: list | None = None  # one per input: ``Tokenized.detail`` (token offsets, ...), when kept
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The rows as one float32 array [n_inputs, dimensions] (models with one vector a row)."""
+        return np.stack(self.rows)
 
 
 class _Job:
-    __slots__ = ("inputs", "future", "rows", "remaining", "tokens")
+    __slots__ = ("inputs", "future", "rows", "remaining", "tokens", "details")
 
     def __init__(self, inputs: Sequence[EncoderInput], future: asyncio.Future):
         self.inputs = inputs
         self.future = future
-        self.rows: list[np.ndarray | None] = [None] * len(inputs)
+        self.rows: list[Any] = [None] * len(inputs)
         self.remaining = len(inputs)
         self.tokens = 0
+        self.details: list | None = None
 
     @property
     def alive(self) -> bool:
@@ -252,7 +259,7 @@ class EncoderEngine(EncoderModel):
                 self._queued -= job.remaining
                 job.remaining = 0
                 self.observer.queue_depth(self.name, self._queued)
-        return EncodeResult(np.stack(rows), job.tokens)
+        return EncodeResult(rows, job.tokens, job.details)
 
     async def cut(self, texts: Sequence[str], limit: int) -> list[str]:
         return await asyncio.get_running_loop().run_in_executor(
@@ -313,6 +320,8 @@ class EncoderEngine(EncoderModel):
                     ))
                     continue
             job.tokens = sum(piece.length for piece in pieces)
+            if pieces and pieces[0].detail is not None:
+                job.details = [piece.detail for piece in pieces]
             self._ready.extend(_Item(job, i, piece) for i, piece in enumerate(pieces))
             admitted += len(pieces)
         if admitted:

@@ -55,7 +55,9 @@ class Unloadable(Engine):
 # the tasks the encoder engine serves, and the backend class each needs
 _ENCODER_BACKENDS = {Task.EMBEDDINGS: EncoderBackend, Task.RERANKER: RerankBackend,
                      Task.IMAGE_CLASSIFICATION: EncoderBackend, Task.ZERO_SHOT_IMAGE_CLASSIFICATION: EncoderBackend,
-                     Task.OBJECT_DETECTION: EncoderBackend}
+                     Task.OBJECT_DETECTION: EncoderBackend, Task.TEXT_CLASSIFICATION: EncoderBackend,
+                     Task.TOKEN_CLASSIFICATION: EncoderBackend, Task.FILL_MASK: EncoderBackend,
+                     Task.QUESTION_ANSWERING: EncoderBackend, Task.TEXT2TEXT_GENERATION: EncoderBackend}
 # the schedulers a text-generation backend names (its ``engine`` attribute), loaded when used
 _GENERATION_ENGINES = {
     "continuous": "inferd.engine.lm_scheduler:BatchGenerationEngine",

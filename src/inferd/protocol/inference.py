@@ -180,6 +180,110 @@ class ObjectDetectionOut(WireModel):
     inference_status: InferenceStatus
 
 
+MAX_TEXT_CHARS = 200_000  # one text for the classic text tasks; the model reads its context's worth
+Text = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class TextClassificationIn(WireModel):
+    input: Text = Field(description="the text to classify")
+    top_k: int | None = Field(1, ge=1, description="the best k labels; null: every label")
+    return_all_scores: bool = Field(False, description="every label's score (as top_k null)")
+    webhook: str | None = None
+
+
+class TextClassificationOut(WireModel):
+    results: list[ScoredLabel] = Field(description="best first")
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class TokenClassificationIn(WireModel):
+    input: Text = Field(description="the text to label")
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = Field(
+        "simple", description="as transformers' pipelines name them: none, every token; simple, adjacent tokens of "
+        "one tag grouped; first / average / max, a word's tokens agree first")
+    webhook: str | None = None
+
+
+class Entity(WireModel):
+    entity_group: str | None = Field(None, description="the label of a group of tokens (every strategy but none)")
+    entity: str | None = Field(None, description="a token's own label (aggregation_strategy none)")
+    index: int | None = Field(None, description="the token's position (aggregation_strategy none)")
+    score: float
+    word: str = Field(description="the text between start and end")
+    start: int = Field(description="the first character in the input (Unicode code points)")
+    end: int = Field(description="one past the last character")
+
+
+class TokenClassificationOut(WireModel):
+    results: list[Entity]
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class FillMaskIn(WireModel):
+    input: Text = Field(description="a text with the model's mask token (e.g. [MASK]) once")
+    top_k: int = Field(5, ge=1, le=1000, description="the likeliest k tokens for the mask")
+    webhook: str | None = None
+
+
+class MaskFill(WireModel):
+    sequence: str = Field(description="the input with this token in the mask's place")
+    score: float
+    token: int
+    token_str: str
+
+
+class FillMaskOut(WireModel):
+    results: list[MaskFill] = Field(description="likeliest first")
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class QuestionAnsweringIn(WireModel):
+    question: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    context: Text
+    top_k: int = Field(1, ge=1, le=20, description="answers to give (more than 1: `answers` lists them)")
+    max_answer_len: int = Field(15, ge=1, le=512, description="the longest answer, in tokens")
+    webhook: str | None = None
+
+
+class Answer(WireModel):
+    answer: str = Field(description="the context's characters between start and end")
+    score: float
+    start: int
+    end: int
+
+
+class QuestionAnsweringOut(WireModel):
+    answer: str
+    score: float
+    start: int
+    end: int
+    answers: list[Answer] | None = Field(None, description="with top_k > 1: the best answers, best first")
+    request_id: str
+    inference_status: InferenceStatus
+
+
+class Text2TextGenerationIn(WireModel):
+    input: Text = Field(description="the text to rewrite (also accepted as `text`)")
+    max_new_tokens: int = Field(128, ge=1, le=2048)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, le=1000, description="0: no top-k cut")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    num_beams: int = Field(1, ge=1, le=8)
+    webhook: str | None = None
+
+
+class Text2TextGenerationOut(WireModel):
+    results: list[GeneratedText]
+    num_tokens: int
+    num_input_tokens: int
+    request_id: str
+    inference_status: InferenceStatus
+
+
 class TextToSpeechIn(WireModel):
     text: StrictStr = Field(description="the text to speak")
     preset_voice: Annotated[str, Field(max_length=200)] | None = Field(None, description="a voice of the model")

@@ -36,6 +36,11 @@ SCHEMAS: dict[Task, dict[str, tuple[type[BaseModel], type[BaseModel]]]] = {
     Task.ZERO_SHOT_IMAGE_CLASSIFICATION: {
         "default": (inference.ZeroShotImageClassificationIn, inference.ImageClassificationOut)},
     Task.OBJECT_DETECTION: {"default": (inference.ObjectDetectionIn, inference.ObjectDetectionOut)},
+    Task.TEXT_CLASSIFICATION: {"default": (inference.TextClassificationIn, inference.TextClassificationOut)},
+    Task.TOKEN_CLASSIFICATION: {"default": (inference.TokenClassificationIn, inference.TokenClassificationOut)},
+    Task.FILL_MASK: {"default": (inference.FillMaskIn, inference.FillMaskOut)},
+    Task.QUESTION_ANSWERING: {"default": (inference.QuestionAnsweringIn, inference.QuestionAnsweringOut)},
+    Task.TEXT2TEXT_GENERATION: {"default": (inference.Text2TextGenerationIn, inference.Text2TextGenerationOut)},
 }
 
 
