@@ -76,6 +76,11 @@ HF_BACKENDS: dict[Task, tuple[str, ...]] = {
     Task.ZERO_SHOT_IMAGE_CLASSIFICATION: ("clip",),
     Task.OBJECT_DETECTION: ("object-detector",),
     Task.TEXT_GENERATION: ("vllm", "transformers"),
+    Task.TEXT_CLASSIFICATION: ("transformers-text",),
+    Task.TOKEN_CLASSIFICATION: ("transformers-text",),
+    Task.FILL_MASK: ("transformers-text",),
+    Task.QUESTION_ANSWERING: ("transformers-text",),
+    Task.TEXT2TEXT_GENERATION: ("transformers-seq2seq",),
 }
 
 
