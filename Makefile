@@ -86,6 +86,7 @@ bench: setup bench-peers
 	$(BIN)/python benchmarks/speech.py
 	$(BIN)/python benchmarks/images.py
 	$(BIN)/python benchmarks/vision.py
+	$(BIN)/python benchmarks/text_tasks.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) .inferd .pytest_cache

@@ -85,11 +85,12 @@ async def verified_token(request: Request, state: AppState, api_key_header: str 
     return token
 
 
-def audio_upload() -> None:
-    """A dependency that marks a route whose body is audio: its limit is ``max_audio_bytes``."""
+async def audio_upload() -> None:
+    """A dependency that marks a route whose body is audio: its limit is ``max_audio_bytes``. (Async,
+    as every dependency here: FastAPI runs a plain function in its thread pool, a hop per request.)"""
 
 
-def model_upload() -> None:
+async def model_upload() -> None:
     """A dependency that marks the native route: its body is audio when its model's task takes audio."""
 
 

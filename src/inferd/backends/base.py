@@ -93,6 +93,8 @@ class EncoderBackend(Backend):
     vocab_size: int
     normalizes: bool  # whether the model's own output is L2-normalised
     modalities: frozenset[str] = frozenset({"text"})  # what tokenize() takes: "text", "image"
+    workers: int | None = None  # forward passes at once (None: the engine_workers setting)
+    fill_share = 0.0  # how long a part-filled batch may wait for more, as a share of its cost (see _fill)
 
     @abstractmethod
     def tokenize(self, inputs: Sequence[EncoderInput]) -> list[Tokenized]:

@@ -4,13 +4,18 @@
 id or directory, run on the batches the encoder engine cuts. The catalog's ``task`` picks the
 head; tokenisation, offsets and the answers are ``text_tasks``'.
 
-Catalog ``options``: none needed (``trust_remote_code`` is never on).
+Catalog ``options``: ``torchscript`` (default on: the forward pass traced, checked against the eager
+model, the eager path kept when they differ); ``trust_remote_code`` is never on.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import warnings
 from collections.abc import Sequence
+
+import torch
 
 from inferd.backends.base import right_pad
 from inferd.backends.text_tasks import TextTaskBackend
@@ -31,7 +36,6 @@ class TransformersTextBackend(TextTaskBackend):
     tasks = frozenset(_HEADS)
 
     def load(self) -> None:
-        import torch
         import transformers
         from transformers import AutoTokenizer
 
@@ -59,25 +63,62 @@ class TransformersTextBackend(TextTaskBackend):
         self._sep_id = tokenizer.sep_token_id
         self._token_types = "token_type_ids" in tokenizer.model_input_names and \
             int(getattr(config, "type_vocab_size", 1) or 1) > 1
+        self._graph = _Logits(self.model, self.task is Task.QUESTION_ANSWERING)
+        self._traced = self._trace() if self.options.get("torchscript", True) else None
         log.info("loaded %s model %s: context %d tokens%s", self.task.value, self.spec.id, self.context_length,
                  f", {len(self.labels)} labels" if self.labels else "")
 
-    def forward(self, batch: Sequence[Sequence[int]]) -> list:
-        import torch
+    def _trace(self):
+        """TorchScript the head's forward pass: it then holds the GIL only on entry (the event loop
+        and the tokenizer run meanwhile) and skips transformers' Python per layer. Checked against
+        the eager model on inputs of other shapes; any difference or failure keeps the eager path."""
+        example = torch.ones(2, 8, dtype=torch.long)
+        probe = self.probe_input()
+        probes = [t.ids for t in self.tokenize([probe, probe])]
+        probes[1] = probes[1][: max(3, len(probes[1]) // 3)] + probes[1][-1:]  # another length: padding
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.freeze(torch.jit.trace(self._graph.eval(), (example, example, example),
+                                                          check_trace=False))
+                eager, fast = self._run(self._graph, probes), self._run(traced, probes)
+                if not torch.allclose(eager, fast, atol=1e-4):
+                    raise ValueError("traced output differs from the eager model")
+        except Exception as exc:  # noqa: BLE001 - the eager path always works
+            log.warning("%s: TorchScript fast path not used (%s)", self.spec.id, exc)
+            return None
+        log.info("%s: forward pass runs as a TorchScript graph", self.spec.id)
+        return traced
 
+    def _run(self, graph, batch: Sequence[Sequence[int]]):
         input_ids, mask = right_pad(batch, self._pad_id)
-        kwargs = {}
-        if self._token_types:
-            kwargs["token_type_ids"] = torch.from_numpy(self.token_types(batch, self._sep_id))
+        types = torch.from_numpy(self.token_types(batch, self._sep_id)) if self._token_types \
+            else torch.zeros_like(input_ids)
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
-        if self.task is Task.QUESTION_ANSWERING:
-            logits = torch.stack([out.start_logits, out.end_logits], dim=-1)
-        elif self.task is Task.FILL_MASK:  # only the mask's position: [batch, 1, vocab], not every token's
-            logits = out.logits[torch.arange(len(batch)), torch.tensor(self.mask_positions(batch))].unsqueeze(1)
-        else:
-            logits = out.logits
+            return graph(input_ids, mask, types)
+
+    def forward(self, batch: Sequence[Sequence[int]]) -> list:
+        logits = self._run(self._traced or self._graph, batch)
+        if self.task is Task.FILL_MASK:  # only the mask's position: [batch, 1, vocab], not every token's
+            logits = logits[torch.arange(len(batch)), torch.tensor(self.mask_positions(batch))].unsqueeze(1)
         return self.rows(logits.float().numpy(), batch)
 
     def close(self) -> None:
-        self.model = None
+        self.model = self._graph = self._traced = None
+
+
+class _Logits(torch.nn.Module):
+    """The head's logits as one tensor (question-answering: start and end stacked last)."""
+
+    def __init__(self, model, answers: bool):
+        super().__init__()
+        self.model = model
+        self.answers = answers
+        self.types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        kwargs = {"token_type_ids": token_type_ids} if self.types else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if self.answers:
+            return torch.stack([out.start_logits, out.end_logits], dim=-1)
+        return out.logits

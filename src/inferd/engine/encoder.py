@@ -148,6 +148,8 @@ class EncoderEngine(EncoderModel):
         self._ready_event = asyncio.Event()
         self._tokenizing = False
         self._last_arrival = 0.0
+        self._last_delivery = 0.0
+        self.fill_share = float(getattr(backend, "fill_share", 0.0))
         self._throughput = 0.0  # inputs/s, smoothed, for Retry-After
         self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
         self._tasks: list[asyncio.Task] = []
@@ -362,15 +364,22 @@ class EncoderEngine(EncoderModel):
             self.observer.batch_done(self.name, len(batch), sum(it.length for it in batch), elapsed)
 
     async def _fill(self) -> None:
-        """Under load, give a part-filled batch a moment to fill; when idle, go at once."""
+        """Under load, give a part-filled batch a moment to fill; when idle, go at once. A backend
+        whose inputs cost much less in larger batches (``fill_share``: text generation) waits up to
+        that share of the batch's own cost, and counts the clients it has just answered as arriving
+        (a client that got its answer sends its next request a moment later)."""
         target = self.limits.max_batch_size
         if len(self._ready) >= target or self.batch_wait_s <= 0:
             return
-        deadline = time.perf_counter() + self.batch_wait_s
+        wait, share = self.batch_wait_s, self.fill_share
+        if share and self._cost is not None:
+            wait = max(wait, share * self._cost(sum(item.length for item in self._ready[:target])))
+        deadline = time.perf_counter() + wait
         while len(self._ready) < target:
+            now = time.perf_counter()
             arriving = self._tokenizing or self._incoming or (
-                time.perf_counter() - self._last_arrival < _ARRIVAL_MEMORY_S and len(self._ready) > 1
-            )
+                now - self._last_arrival < _ARRIVAL_MEMORY_S and len(self._ready) > 1
+            ) or (share and now - self._last_delivery < wait)
             remaining = deadline - time.perf_counter()
             if not arriving or remaining <= 0:
                 return
@@ -406,4 +415,5 @@ class EncoderEngine(EncoderModel):
             if job.remaining == 0:
                 job.future.set_result(job.rows)
         self._queued -= done
+        self._last_delivery = time.perf_counter()
         self.observer.queue_depth(self.name, self._queued)

@@ -86,13 +86,16 @@ def build_engine(ref: ModelRef, settings: Settings, observer: EngineObserver) ->
     except Exception as exc:  # noqa: BLE001 - reported through the engine's state
         return Unloadable(ref, f"{type(exc).__name__}: {exc}")
     if isinstance(backend, _ENCODER_BACKENDS.get(ref.spec.task, ())):
+        workers = backend.workers or settings.engine_workers
+        if workers == 1 and settings.engine_workers > 1:  # one pass at a time: it gets every core
+            backend.threads = settings.torch_threads or os.cpu_count()
         return EncoderEngine(
             ref,
             backend,
             too_long=settings.too_long,
             batch_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
-            workers=settings.engine_workers,
+            workers=workers,
         )
     if ref.spec.task is Task.AUTOMATIC_SPEECH_RECOGNITION and isinstance(backend, SpeechRecognitionBackend):
         return SpeechEngine(ref, backend, observer)
