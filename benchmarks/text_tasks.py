@@ -20,10 +20,11 @@ The models (built once into .bench/cache where no checkpoint ships):
 In process: the model's own tokenizer (padding a batch) and forward pass (ONNX: the session;
 spaCy: ``nlp.pipe`` with only ``ner``; intents: encode + ``predict_proba``; text2text: ``generate``)
 on batches of 1, 4, 8, 16 and 32 texts; the best is the ceiling (target: inferd >= 0.85 of it for
-the transformers and ONNX backends), measured again at that batch right after inferd's load and the
-two averaged (the machine drifts). inferd: ``inferd serve`` with all the models, one task loaded at a
+the transformers and ONNX backends). inferd: ``inferd serve`` with all the models, one task loaded at a
 time by the clients: --clients (16) clients, one warm-up request each, then --rounds (40) requests
-back to back each. Infinity (``make bench-peers``): ``infinity_emb v2`` on the
+back to back each; --repeats (3) such loads per task, each followed by the in-process best batch
+again, each load's ratio taken over the in-process figures just before and after it, the median
+of those the figure (this machine's speed drifts by tens of percent within minutes). Infinity (``make bench-peers``): ``infinity_emb v2`` on the
 classification model, its ``/classify`` route, one text a request, the same clients.
 
 Results go to the console and ``.bench/results/text_tasks-<UTC>.json``.
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -278,6 +281,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0, help="in process: time per batch size")
+    parser.add_argument("--repeats", type=int, default=3, help="inferd loads per task, each followed by the "
+                        "in-process best batch again")
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
     systems = args.systems.split(",")
@@ -297,7 +302,13 @@ def main(argv=None) -> int:
 
     def serve(name: str, task: str, url: str, payloads: list[bytes]) -> None:
         nonlocal failed
+        # the in-process models' millions of objects out of the collector's sight: its full
+        # collections otherwise stall this client mid-load (inferd does the same: freeze_heap)
+        gc.collect()
+        gc.freeze()
         result = asyncio.run(load(url, payloads, args.clients, args.rounds))
+        gc.unfreeze()
+        rows[task].setdefault(name + "_runs", []).append(result)
         rows[task][name] = result
         failed |= result["errors"] > 0
         print(f"  {task:12s} {name}: {result['texts_per_s']:.0f} texts/s ({result['errors']} errors)", flush=True)
@@ -319,11 +330,12 @@ def main(argv=None) -> int:
                 for task in tasks:
                     run = in_process_runner(task, entries[task], args.threads) if "in-process" in systems else None
                     ceiling(task, run, "before")
-                    serve("inferd", task, f"http://127.0.0.1:{port}/v1/inference/bench/{task}",
-                          [json.dumps(body(task, t)).encode() for t in texts])
-                    best = rows[task].get("in-process", [{}])[0].get("best_batch")
-                    if best:
-                        ceiling(task, run, "after", (best,))
+                    for repeat in range(args.repeats):  # inferd, then the in-process best batch again
+                        serve("inferd", task, f"http://127.0.0.1:{port}/v1/inference/bench/{task}",
+                              [json.dumps(body(task, t)).encode() for t in texts])
+                        best = rows[task].get("in-process", [{}])[0].get("best_batch")
+                        if best:
+                            ceiling(task, run, f"after {repeat + 1}", (best,))
                     del run
             finally:
                 stop_server(proc)
@@ -347,14 +359,19 @@ def main(argv=None) -> int:
                               [json.dumps({"model": "bench/classify", "input": [t]}).encode() for t in texts])
                     finally:
                         stop_server(proc)
-    print("\nratios (inferd over the mean of the in-process best batch just before and just after it)")
+    print("\nratios (each inferd load over the mean of the in-process best batch just before and just after it;"
+          " the median of the pairs)")
     for task, row in rows.items():
         if "inferd" in row and "in-process" in row:
             runs = row["in-process"]
             best = runs[0]["best_batch"]
-            row["ceiling"] = sum(r["rates"][best] for r in runs) / len(runs)
-            row["ratio"] = row["inferd"]["texts_per_s"] / row["ceiling"]
-            line = f"  {task:12s} inferd / in process (batch {best}): {row['ratio']:.2f}"
+            rates = [r["rates"][best] for r in runs]
+            row["pairs"] = [result["texts_per_s"] / ((rates[i] + rates[i + 1]) / 2)
+                            for i, result in enumerate(row["inferd_runs"]) if i + 1 < len(rates)]
+            row["ratio"] = statistics.median(row["pairs"])
+            row["inferd"] = {"texts_per_s": statistics.median(r["texts_per_s"] for r in row["inferd_runs"])}
+            line = (f"  {task:12s} inferd / in process (batch {best}): {row['ratio']:.2f} "
+                    f"({', '.join(f'{x:.2f}' for x in row['pairs'])})")
             if "infinity" in row:
                 line += f";  inferd / Infinity: {row['inferd']['texts_per_s'] / row['infinity']['texts_per_s']:.2f}"
             print(line)

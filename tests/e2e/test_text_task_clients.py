@@ -15,6 +15,7 @@ from tests.e2e.conftest import RemoteServer, write_catalog
 from tests.e2e.test_clients import curl, has_curl  # noqa: F401
 from tests.text import build_tiny_seq2seq, build_tiny_text_model
 
+pytestmark = pytest.mark.usefixtures("has_curl")
 NER, INTENT = "spacy/en_core_web_sm", "inferd/minilm-intent-classifier"
 SENTENCE = "Apple's chief Tim Cook flew to Paris on Monday."
 
@@ -42,7 +43,7 @@ def post(server, model: str, body: dict) -> requests.Response:
                          headers={"Authorization": f"Bearer {server.token}"}, timeout=60)
 
 
-def test_default_catalog_ner_and_intents_from_curl_and_requests(server, has_curl):
+def test_default_catalog_ner_and_intents_from_curl_and_requests(server):
     auth = f"Authorization: Bearer {server.token}"
     status, body = curl(f"{server.base_url}/v1/inference/{NER}", "-H", auth, "-H", "Content-Type: application/json",
                         "-d", json.dumps({"input": SENTENCE}))
@@ -55,6 +56,8 @@ def test_default_catalog_ner_and_intents_from_curl_and_requests(server, has_curl
     r = post(server, INTENT, {"input": "I want to talk to a human", "top_k": 2})
     assert r.status_code == 200 and [x["label"] for x in r.json()["results"]][0] == "connect_to_human"
     assert len(r.json()["results"]) == 2 and r.json()["inference_status"]["tokens_input"] > 0
+    r = post(server, NER, {"input": "Angela Merkel spoke in Berlin.", "aggregation_strategy": "first"})
+    assert r.status_code == 200 and {"PERSON", "GPE"} <= {e["entity_group"] for e in r.json()["results"]}
     r = post(server, NER, {"input": ""})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "input"]  # FastAPI's, as DeepInfra's
     schema = requests.get(f"{server.base_url}/models/{NER}/schema/default",
@@ -62,7 +65,7 @@ def test_default_catalog_ner_and_intents_from_curl_and_requests(server, has_curl
     assert schema.status_code == 200 and "aggregation_strategy" in json.dumps(schema.json())
 
 
-def test_fill_mask_question_answering_text2text_from_requests_and_curl(tiny_server, has_curl):
+def test_fill_mask_question_answering_text2text_from_requests_and_curl(tiny_server):
     r = post(tiny_server, "test/fill-mask", {"input": "Where is my [MASK]?"})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -70,6 +73,17 @@ def test_fill_mask_question_answering_text2text_from_requests_and_curl(tiny_serv
     context = "The quick brown fox jumped over the lazy dog."
     r = post(tiny_server, "test/question-answering", {"question": "Who jumped?", "context": context})
     assert r.status_code == 200 and context[r.json()["start"]:r.json()["end"]] == r.json()["answer"]
+    auth = f"Authorization: Bearer {tiny_server.token}"
+    status, body = curl(f"{tiny_server.base_url}/v1/inference/test/fill-mask", "-H", auth, "-F", "input=I [MASK] you",
+                        "-F", "top_k=2")
+    assert status == 200 and len(body["results"]) == 2
+    status, body = curl(f"{tiny_server.base_url}/v1/inference/test/question-answering", "-H", auth, "-H",
+                        "Content-Type: application/json", "-d", json.dumps({"question": "Who?", "context": context}))
+    assert status == 200 and context[body["start"]:body["end"]] == body["answer"]
+    r = post(tiny_server, "test/bart", {"text": "translate: hello", "max_new_tokens": 3})
+    assert r.status_code == 200 and r.json()["num_tokens"] <= 3
+    r = post(tiny_server, "test/edit-tagger", {"input": "She dont like apples.", "aggregation_strategy": "first"})
+    assert r.status_code == 200 and [e["word"] for e in r.json()["results"]] == ["dont"]
     status, body = curl(f"{tiny_server.base_url}/v1/inference/test/bart", "-H",
                         f"Authorization: Bearer {tiny_server.token}", "-H", "Content-Type: application/json",
                         "-d", json.dumps({"input": "translate: hello", "max_new_tokens": 5}))

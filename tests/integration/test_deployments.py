@@ -15,6 +15,7 @@ import pytest
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
 from tests.conftest import build_tiny_lm, client_for, make_settings, start_app
+from tests.text import build_tiny_text_model
 
 CHAT = "/v1/openai/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -29,6 +30,7 @@ def models_root(tmp_path_factory, smollm2_dir, minilm_path):
     build_tiny_lm(smollm2_dir, root / "tiny-b", seed=1)
     shutil.copytree(minilm_path, root / "minilm")
     (root / "empty").mkdir()
+    build_tiny_text_model("token-classification", minilm_path, root / "tiny-ner", seed=3)
     huge = root / "huge"
     huge.mkdir()
     header = json.dumps({"w": {"dtype": "F32", "shape": [100_000, 100_000], "data_offsets": [0, 0]}}).encode()
@@ -149,6 +151,21 @@ async def test_stop_start_and_delete(app, models_root):
     assert (await app.client.get(f"/deploy/{deploy_id}")).status_code == 404
     assert (await app.client.post("/v1/openai/embeddings", json=body)).status_code == 404
     assert deploy_id not in [d["deploy_id"] for d in (await app.client.get("/deploy/list")).json()]
+
+
+async def test_a_text_task_model_deploys_and_answers_by_id(app, models_root):
+    r = await app.client.post("/deploy/hf/", json={"model_name": "my-ner", "task": "token-classification",
+                                                   "path": str(models_root / "tiny-ner")})
+    assert r.status_code == 200, r.text
+    deploy_id = r.json()["deploy_id"]
+    assert (await deployed(app.client, deploy_id))["status"] == "deployed"
+    r = await app.client.post(f"/v1/inference/deploy/{deploy_id}", json={"input": "Tim Cook in Paris",
+                                                                        "aggregation_strategy": "none"})
+    assert r.status_code == 200 and r.json()["results"] and r.json()["inference_status"]["status"] == "succeeded"
+    r = await app.client.post("/deploy/hf/", json={"model_name": "my-ner-2", "task": "token-classification",
+                                                   "path": str(models_root / "tiny-ner"), "backend": "spacy"})
+    assert r.status_code == 400 and "transformers-text" in r.text  # only the task's listed runtimes
+    assert (await app.client.delete(f"/deploy/{deploy_id}")).json()["status"] == "deleted"
 
 
 async def test_failures_say_why(app, models_root, tmp_path):
