@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -249,8 +249,16 @@ def in_process(task: str, run, bodies: list[dict], seconds: float, batches=(1, 4
             done += batch
         rates[batch] = done / (time.perf_counter() - began)
     best = max(rates, key=rates.get)
-    print(f"  {task:12s} in process: " + ", ".join(f"b{b} {r:.0f}" for b, r in rates.items()) + " texts/s", flush=True)
     return {"texts_per_s": rates[best], "best_batch": best, "rates": rates}
+
+
+def measure(args) -> int:
+    """``--measure TASK``: the in-process figure alone (run as a child of the benchmark), as JSON."""
+    task = args.measure
+    run = in_process_runner(task, catalog_entry(task), args.threads)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    print(json.dumps(in_process(task, run, [body(task, t) for t in sentences(64)], args.seconds, batches)))
+    return 0
 
 
 # ---------------------------------------------------------------------------------- over HTTP
@@ -283,7 +291,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="in process: time per batch size")
     parser.add_argument("--repeats", type=int, default=3, help="inferd loads per task, each followed by the "
                         "in-process best batch again")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # a child: the in-process figure of one task
+    parser.add_argument("--batches", default="1,4,8,16,32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.measure:
+        return measure(args)
     tasks = args.tasks.split(",")
     systems = args.systems.split(",")
     texts = sentences(64)
@@ -293,21 +305,23 @@ def main(argv=None) -> int:
           flush=True)
     failed = False
 
-    def ceiling(task: str, run, label: str, batches=(1, 4, 8, 16, 32)) -> None:
+    def ceiling(task: str, label: str, batches=(1, 4, 8, 16, 32)) -> None:
         """In process, just before and just after each server's load (this machine's speed drifts
-        by tens of percent within minutes: the pair is measured together)."""
+        by tens of percent within minutes: the pair is measured together), in a child process of its
+        own: a model run here would leave this process (the load's client) heavier and slower."""
         if "in-process" in systems:
-            rows[task].setdefault("in-process", []).append(
-                in_process(task, run, [body(task, t) for t in texts], args.seconds, batches) | {"when": label})
+            out = subprocess.run([sys.executable, __file__, "--measure", task, "--batches", ",".join(map(str, batches)),
+                                  "--threads", str(args.threads), "--seconds", str(args.seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            result["rates"] = {int(k): v for k, v in result["rates"].items()}
+            print(f"  {task:12s} in process: " + ", ".join(f"b{b} {r:.0f}" for b, r in result["rates"].items())
+                  + " texts/s", flush=True)
+            rows[task].setdefault("in-process", []).append(result | {"when": label})
 
     def serve(name: str, task: str, url: str, payloads: list[bytes]) -> None:
         nonlocal failed
-        # the in-process models' millions of objects out of the collector's sight: its full
-        # collections otherwise stall this client mid-load (inferd does the same: freeze_heap)
-        gc.collect()
-        gc.freeze()
         result = asyncio.run(load(url, payloads, args.clients, args.rounds))
-        gc.unfreeze()
         rows[task].setdefault(name + "_runs", []).append(result)
         rows[task][name] = result
         failed |= result["errors"] > 0
@@ -328,15 +342,13 @@ def main(argv=None) -> int:
                 return 1
             try:
                 for task in tasks:
-                    run = in_process_runner(task, entries[task], args.threads) if "in-process" in systems else None
-                    ceiling(task, run, "before")
+                    ceiling(task, "before")
                     for repeat in range(args.repeats):  # inferd, then the in-process best batch again
                         serve("inferd", task, f"http://127.0.0.1:{port}/v1/inference/bench/{task}",
                               [json.dumps(body(task, t)).encode() for t in texts])
                         best = rows[task].get("in-process", [{}])[0].get("best_batch")
                         if best:
-                            ceiling(task, run, f"after {repeat + 1}", (best,))
-                    del run
+                            ceiling(task, f"after {repeat + 1}", (best,))
             finally:
                 stop_server(proc)
         if "infinity" in systems and "classify" in tasks:

@@ -61,7 +61,7 @@ from inferd.serving.images import native_body as image_body
 from inferd.serving.speech import SpeechQuery, from_data_url
 from inferd.serving.speech import native_body as speech_body
 from inferd.serving.synthesis import AudioFormat, SpeakQuery, collect, native_speech_body
-from inferd.serving.text_tasks import TextQuery
+from inferd.serving.text_tasks import GENERATION_FIELDS, TextQuery
 from inferd.serving.text_tasks import native_body as text_body
 from inferd.serving.vision import VisionQuery
 from inferd.serving.vision import native_body as vision_body
@@ -238,14 +238,11 @@ async def question_answering(request: Request, payload: dict, ref: ModelRef, ctx
 
 
 async def text2text_generation(request: Request, payload: dict, ref: ModelRef, ctx: RequestContext, state: AppState):
-    from inferd.backends.seq2seq import GenerationParams
-
     if "input" not in payload and "text" in payload:  # the Hugging Face pipeline's name for it
         payload["input"] = payload.pop("text")
     body: Text2TextGenerationIn = _validated(Text2TextGenerationIn, payload)
-    params = GenerationParams(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_p=body.top_p,
-                              top_k=body.top_k, repetition_penalty=body.repetition_penalty, num_beams=body.num_beams)
-    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input, generation=params)
+    query = TextQuery(model=ref.spec.id, version=ref.version.name, text=body.input,
+                      generation=body.model_dump(include=GENERATION_FIELDS))
     answered = await cancellable(request, state.text_tasks.rewrite(query, ctx))
     return FastJSONResponse(text_body(answered, ctx, Task.TEXT2TEXT_GENERATION))
 

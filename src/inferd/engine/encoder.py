@@ -149,7 +149,7 @@ class EncoderEngine(EncoderModel):
         self._tokenizing = False
         self._last_arrival = 0.0
         self._last_delivery = 0.0
-        self.fill_share = float(getattr(backend, "fill_share", 0.0))
+        self.fill_share = float(backend.fill_share)
         self._throughput = 0.0  # inputs/s, smoothed, for Retry-After
         self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
         self._tasks: list[asyncio.Task] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from inferd.backends.seq2seq import GenerationParams, Text2TextInput
 from inferd.backends.text_tasks import QuestionInput
 from inferd.catalog import Task, Units
 from inferd.engine.encoder import EncodeResult, EncoderModel
@@ -15,6 +16,10 @@ from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter, inference_status
+
+
+# text2text-generation's settings, as the request names them
+GENERATION_FIELDS = frozenset({"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "num_beams"})
 
 
 @dataclass(slots=True)
@@ -26,7 +31,7 @@ class TextQuery:
     strategy: str = "simple"  # token-classification's aggregation
     question: str | None = None  # question-answering
     max_answer_len: int = 15
-    generation: Any = None  # text2text: GenerationParams
+    generation: dict | None = None  # text2text: GENERATION_FIELDS
 
 
 @dataclass(slots=True)
@@ -73,9 +78,8 @@ class TextTaskService:
         return await self._run(Task.QUESTION_ANSWERING, query, ctx, QuestionInput(query.question or "", query.text))
 
     async def rewrite(self, query: TextQuery, ctx: RequestContext) -> Answered:
-        from inferd.backends.seq2seq import Text2TextInput
-
-        return await self._run(Task.TEXT2TEXT_GENERATION, query, ctx, Text2TextInput(query.text, query.generation))
+        item = Text2TextInput(query.text, GenerationParams(**(query.generation or {})))
+        return await self._run(Task.TEXT2TEXT_GENERATION, query, ctx, item)
 
 
 def _answer(task: Task, backend, result: EncodeResult, query: TextQuery) -> tuple[Any, int, int]:
