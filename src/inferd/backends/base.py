@@ -141,17 +141,52 @@ def relevance(scoring: str, raw: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-raw))
 
 
-def right_pad(batch: Sequence[Sequence[int]], pad_id: int):
-    """Token id lists -> (input_ids, attention_mask), both torch int64 [len(batch), longest]."""
-    import torch
-
+def padded(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> (input_ids, attention_mask), both numpy int64 [len(batch), longest]."""
     width = max(len(ids) for ids in batch)
     input_ids = np.full((len(batch), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(batch), width), dtype=np.int64)
     for row, ids in enumerate(batch):
         input_ids[row, : len(ids)] = ids
         mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
+def right_pad(batch: Sequence[Sequence[int]], pad_id: int):
+    """Token id lists -> (input_ids, attention_mask), both torch int64 [len(batch), longest]."""
+    import torch
+
+    input_ids, mask = padded(batch, pad_id)
     return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+def second_segment(batch: Sequence[Sequence[int]], sep_id: int | None) -> np.ndarray:
+    """Segment ids of pairs ([CLS] first [SEP] second [SEP]): 1 after the first [SEP], int64 [batch, longest]."""
+    types = np.zeros((len(batch), max(len(ids) for ids in batch)), dtype=np.int64)
+    if sep_id is not None:
+        for row, ids in enumerate(batch):
+            if sep_id in ids:
+                types[row, list(ids).index(sep_id) + 1 : len(ids)] = 1
+    return types
+
+
+def fit_pair(first, second, room: int) -> None:
+    """Cut two ``tokenizers`` encodings to ``room`` tokens together: the second gives way, but a
+    huge first one (a query, a question) keeps at most half the room."""
+    if len(first.ids) > room // 2 and len(first.ids) + len(second.ids) > room:
+        first.truncate(max(room // 2, room - len(second.ids)))
+    if len(first.ids) + len(second.ids) > room:
+        second.truncate(max(room - len(first.ids), 0))
+
+
+def plain_tokenizer(tokenizer):
+    """A private copy of a Rust tokenizer (``tokenizers.Tokenizer``) with no truncation or padding."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
 
 
 @dataclass(slots=True)

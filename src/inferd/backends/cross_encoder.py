@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from inferd.backends.base import EncoderInput, RerankBackend, RerankPair, Tokenized, right_pad
-from inferd.backends.sentence_transformers import _plain_copy
+from inferd.backends.base import (
+    EncoderInput, RerankBackend, RerankPair, Tokenized, fit_pair, plain_tokenizer, right_pad, second_segment)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class CrossEncoderBackend(RerankBackend):
         own = encoder.max_length or getattr(self.tokenizer, "model_max_length", 512)
         own = min(int(own), int(getattr(self.model.config, "max_position_embeddings", own) or own))
         self.context_length = self.fit_context(own)
-        self._rust = _plain_copy(self.tokenizer.backend_tokenizer)
+        self._rust = plain_tokenizer(self.tokenizer.backend_tokenizer)
         self._pair_specials = self._rust.num_special_tokens_to_add(True)
         self._pad_id = self.tokenizer.pad_token_id or 0
         self._sep_id = self.tokenizer.sep_token_id
@@ -60,11 +60,7 @@ class CrossEncoderBackend(RerankBackend):
         out = []
         for q, d in zip(queries, documents, strict=True):
             original = len(q.ids) + len(d.ids) + self._pair_specials
-            room = self.context_length - self._pair_specials
-            if len(q.ids) > room // 2 and len(q.ids) + len(d.ids) > room:
-                q.truncate(max(room // 2, room - len(d.ids)))  # a huge query keeps half the room
-            if len(q.ids) + len(d.ids) > room:
-                d.truncate(max(room - len(q.ids), 0))
+            fit_pair(q, d, self.context_length - self._pair_specials)
             ids = self._rust.post_process(q, d, add_special_tokens=True).ids
             out.append(Tokenized(ids, original))
         return out
@@ -73,11 +69,7 @@ class CrossEncoderBackend(RerankBackend):
         input_ids, mask = right_pad(batch, self._pad_id)
         kwargs = {}
         if self._token_types:  # [CLS] query [SEP] | document [SEP]: the document is segment 1
-            types = torch.zeros_like(input_ids)
-            for row, ids in enumerate(batch):
-                if self._sep_id in ids:
-                    types[row, list(ids).index(self._sep_id) + 1 : len(ids)] = 1
-            kwargs["token_type_ids"] = types
+            kwargs["token_type_ids"] = torch.from_numpy(second_segment(batch, self._sep_id))
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids, attention_mask=mask, **kwargs).logits.float()
         raw = logits[:, :1] if self.labels == 1 else logits[:, 1:2] - logits[:, :1]

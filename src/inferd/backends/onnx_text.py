@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inferd.backends.base import padded
 from inferd.backends.text_tasks import TextTaskBackend
 from inferd.catalog import Task
 
@@ -77,12 +78,7 @@ class OnnxTextBackend(TextTaskBackend):
                  len(self.labels), self.context_length)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> list:
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
+        input_ids, mask = padded(batch, self._pad_id)
         feed = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(input_ids)

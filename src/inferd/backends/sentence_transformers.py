@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, right_pad
+from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, plain_tokenizer, right_pad
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class SentenceTransformerBackend(EncoderBackend):
         own_length = model.max_seq_length or getattr(self.tokenizer, "model_max_length", 512)
         self.context_length = self.fit_context(own_length)
         self.normalizes = any(isinstance(module, Normalize) for module in model)
-        self._rust = _plain_copy(self.tokenizer.backend_tokenizer)
+        self._rust = plain_tokenizer(self.tokenizer.backend_tokenizer)
         self._prefix, self._suffix = _special_wrapping(self._rust)
         self._pad_id = self.tokenizer.pad_token_id or 0
         self._feature_template = self._probe_features()
@@ -67,19 +67,9 @@ class SentenceTransformerBackend(EncoderBackend):
         if mode not in ("mean", "cls") or encoder is None or not getattr(self.model[1], "include_prompt", True):
             return None
         graph = _Pipeline(encoder, mode, normalize=len(names) == 3, token_types="token_type_ids" in self._feature_template)
-        example = torch.ones(2, 8, dtype=torch.long)
         probes = [t.ids for t in self.tokenize(["hello", "a longer probe sentence, with punctuation and more words", "x y z"])]
-        try:
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.freeze(torch.jit.trace(graph.eval(), (example, example), check_trace=False))
-                if not np.allclose(traced(*self._pad(probes)).numpy(), self._eager_forward(probes), atol=1e-5):
-                    raise ValueError("traced output differs from the eager pipeline")
-        except Exception as exc:  # noqa: BLE001 - the eager path always works
-            log.warning("%s: TorchScript fast path not used (%s)", self.spec.id, exc)
-            return None
-        log.info("%s: forward pass runs as a TorchScript graph", self.spec.id)
-        return traced
+        return checked_trace(self.spec.id, graph, 2, lambda traced: np.allclose(
+            traced(*self._pad(probes)).numpy(), self._eager_forward(probes), atol=1e-5))
 
     def tokenize(self, inputs: Sequence[EncoderInput]) -> list[Tokenized]:
         texts = [item for item in inputs if isinstance(item, str)]
@@ -114,19 +104,28 @@ class SentenceTransformerBackend(EncoderBackend):
         self.model = None
 
 
+def checked_trace(name: str, module: torch.nn.Module, inputs: int, same: Callable) -> torch.jit.ScriptModule | None:
+    """``module`` traced with TorchScript (on ``inputs`` example id tensors) and frozen, if
+    ``same(traced)`` finds it gives the eager module's output; None (logged) otherwise or when tracing
+    fails: the eager path always works. A graph holds the interpreter only on entry, so the event
+    loop and the tokenizer run while it computes."""
+    example = torch.ones(2, 8, dtype=torch.long)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.freeze(torch.jit.trace(module.eval(), (example,) * inputs, check_trace=False))
+            if not same(traced):
+                raise ValueError("traced output differs from the eager module")
+    except Exception as exc:  # noqa: BLE001 - the eager path always works
+        log.warning("%s: TorchScript fast path not used (%s)", name, exc)
+        return None
+    log.info("%s: forward pass runs as a TorchScript graph", name)
+    return traced
+
+
 def _embedding_dimension(model) -> int:
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return getter()
-
-
-def _plain_copy(tokenizer):
-    """A private copy of the Rust tokenizer with no truncation or padding configured."""
-    from tokenizers import Tokenizer
-
-    copy = Tokenizer.from_str(tokenizer.to_str())
-    copy.no_truncation()
-    copy.no_padding()
-    return copy
 
 
 def _special_wrapping(tokenizer) -> tuple[list[int], list[int]]:

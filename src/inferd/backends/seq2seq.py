@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, right_pad
+from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, plain_tokenizer, right_pad
 from inferd.errors import UnsupportedInput
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ class Seq2SeqBackend(EncoderBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.spec.id}: a fast (Rust) tokenizer is needed")
-        from tokenizers import Tokenizer
-
-        self.rust = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
-        self.rust.no_truncation()
-        self.rust.no_padding()
+        self.rust = plain_tokenizer(self.tokenizer.backend_tokenizer)
         self._specials = self.rust.num_special_tokens_to_add(False)
         self.vocab_size = len(self.tokenizer)
         config = self.model.config

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized
+from inferd.backends.base import EncoderBackend, EncoderInput, Tokenized, fit_pair, plain_tokenizer, second_segment
 from inferd.backends.token_labels import TokenSpans, entities, subword_flags
 from inferd.catalog import Task
 from inferd.errors import UnsupportedInput
@@ -94,11 +94,7 @@ class TextTaskBackend(EncoderBackend):
 
     def setup_tokenizer(self, tokenizer) -> None:
         """``tokenizer``: the Rust tokenizer (copied here without truncation or padding)."""
-        from tokenizers import Tokenizer
-
-        self.rust = Tokenizer.from_str(tokenizer.to_str())
-        self.rust.no_truncation()
-        self.rust.no_padding()
+        self.rust = plain_tokenizer(tokenizer)
         self.vocab_size = self.rust.get_vocab_size()
         self._specials = self.rust.num_special_tokens_to_add(False)
         self._pair_specials = self.rust.num_special_tokens_to_add(True)
@@ -152,11 +148,7 @@ class TextTaskBackend(EncoderBackend):
         question = self.rust.encode(x.question, add_special_tokens=False)
         context = self.rust.encode(x.context, add_special_tokens=False)
         original = len(question.ids) + len(context.ids) + self._pair_specials
-        room = self.context_length - self._pair_specials
-        if len(question.ids) > room // 2 and len(question.ids) + len(context.ids) > room:
-            question.truncate(max(room // 2, room - len(context.ids)))  # a huge question keeps half the room
-        if len(question.ids) + len(context.ids) > room:
-            context.truncate(max(room - len(question.ids), 0))
+        fit_pair(question, context, self.context_length - self._pair_specials)
         full = self.rust.post_process(question, context, add_special_tokens=True)
         in_context = [i for i, s in enumerate(full.sequence_ids) if s == 1]
         offsets = [tuple(o) for o in full.offsets]
@@ -166,13 +158,8 @@ class TextTaskBackend(EncoderBackend):
 
     # ------------------------------------------------------------------ answers from rows
     def token_types(self, batch: Sequence[Sequence[int]], sep_id: int | None) -> np.ndarray:
-        """Segment ids for pairs (question-answering on BERT-style models): after the first [SEP], 1."""
-        types = np.zeros((len(batch), max(len(ids) for ids in batch)), dtype=np.int64)
-        if self.task is Task.QUESTION_ANSWERING and sep_id is not None:
-            for row, ids in enumerate(batch):
-                if sep_id in ids:
-                    types[row, list(ids).index(sep_id) + 1 : len(ids)] = 1
-        return types
+        """Segment ids: the context of a question-answering pair is segment 1; one text, all 0."""
+        return second_segment(batch, sep_id if self.task is Task.QUESTION_ANSWERING else None)
 
     def rows(self, logits: np.ndarray, batch: Sequence[Sequence[int]]) -> list:
         """The model's logits for a padded batch ([batch, labels] or [batch, tokens, ...]) -> the

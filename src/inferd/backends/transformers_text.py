@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import warnings
 from collections.abc import Sequence
 
 import torch
 
 from inferd.backends.base import right_pad
+from inferd.backends.sentence_transformers import checked_trace
 from inferd.backends.text_tasks import TextTaskBackend
 from inferd.backends.vision import config_labels
 from inferd.catalog import Task
@@ -72,23 +72,11 @@ class TransformersTextBackend(TextTaskBackend):
         """TorchScript the head's forward pass: it then holds the GIL only on entry (the event loop
         and the tokenizer run meanwhile) and skips transformers' Python per layer. Checked against
         the eager model on inputs of other shapes; any difference or failure keeps the eager path."""
-        example = torch.ones(2, 8, dtype=torch.long)
         probe = self.probe_input()
         probes = [t.ids for t in self.tokenize([probe, probe])]
         probes[1] = probes[1][: max(3, len(probes[1]) // 3)] + probes[1][-1:]  # another length: padding
-        try:
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.freeze(torch.jit.trace(self._graph.eval(), (example, example, example),
-                                                          check_trace=False))
-                eager, fast = self._run(self._graph, probes), self._run(traced, probes)
-                if not torch.allclose(eager, fast, atol=1e-4):
-                    raise ValueError("traced output differs from the eager model")
-        except Exception as exc:  # noqa: BLE001 - the eager path always works
-            log.warning("%s: TorchScript fast path not used (%s)", self.spec.id, exc)
-            return None
-        log.info("%s: forward pass runs as a TorchScript graph", self.spec.id)
-        return traced
+        return checked_trace(self.spec.id, self._graph, 3, lambda traced: torch.allclose(
+            self._run(self._graph, probes), self._run(traced, probes), atol=1e-4))
 
     def _run(self, graph, batch: Sequence[Sequence[int]]):
         input_ids, mask = right_pad(batch, self._pad_id)
