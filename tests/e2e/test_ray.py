@@ -1,6 +1,8 @@
 """`inferd serve --ray`: the same API, tokens and limits in front of models in Ray Serve
 replicas (a local Ray the server starts on 127.0.0.1). MiniLM on 2 replicas, the reranker on
-1, and an autoscaled copy of MiniLM (1 to 2 replicas) — each replica a process of its own.
+1, and an autoscaled copy of MiniLM (1 to 2 replicas), a tiny LM, and one model of each other
+kind (spaCy NER, a tiny fill-mask model, EfficientNet, whisper, Piper, a tiny diffusion
+model) — each replica a process of its own.
 Real clients (openai, cohere, LiteLLM, httpx) against the server; replicas seen as processes
 (Ray names them ``ray::ServeReplica:...``) and in inferd's /metrics."""
 
@@ -10,14 +12,21 @@ import asyncio
 import os
 import re
 import signal
+import base64
+import io
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
 import pytest
 
+from tests.audio import SENTENCES, speak, word_error_rate
+from tests.conftest import TEST_CACHE
 from tests.e2e.conftest import RemoteServer, default_models, write_catalog
+from tests.text import build_tiny_text_model
+from tests.vision import encoded, photo
 
 pytest.importorskip("ray.serve")
 
@@ -25,6 +34,8 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RERANKER = "inferd/minilm-bi-encoder-reranker"
 SCALED = "inferd/minilm-autoscaled"
 TINY = "tiny"  # a random-weight LM on the transformers runtime
+FILL = "test/fill-mask"
+WHISPER = "openai/whisper-tiny.en"
 TEXTS = ["Paris is the capital of France.", "The capital city of France is Paris.", "Bananas are yellow."]
 
 
@@ -64,7 +75,12 @@ def replica_calls(server: RemoteServer, model: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory, tiny_lm_dir):
+def fill_mask_dir(minilm_path) -> Path:
+    return build_tiny_text_model("fill-mask", minilm_path, TEST_CACHE / "text" / "tiny-fill-mask", seed=3)
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir):
     root = tmp_path_factory.mktemp("ray")
     minilm, reranker = default_models("embeddings")[0], default_models("reranker")[0]
     scaled = {**minilm, "id": SCALED, "aliases": [],
@@ -72,8 +88,12 @@ def ray_server(tmp_path_factory, tiny_lm_dir):
                           "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
     tiny = {"id": TINY, "task": "text-generation", "backend": "transformers", "source": str(tiny_lm_dir),
             "limits": {"context_length": 1024, "max_batch_size": 8}}
-    voice = default_models("text-to-speech")[0]  # no replica form yet: the ingress process serves it
-    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, voice]
+    # one model of each other kind: the text and vision tasks answer in their replicas (labels,
+    # tokenizer), speech and images stream or batch there
+    others = [*default_models("token-classification", "image-classification", "text-to-speech", "text-to-image"),
+              *[m for m in default_models("automatic-speech-recognition") if m["id"] == WHISPER],
+              {"id": FILL, "task": "fill-mask", "backend": "transformers-text", "source": str(fill_mask_dir)}]
+    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, *others]
     catalog = write_catalog(root / "catalog.yaml", models)
     server = RemoteServer(root, "--ray", "--catalog", str(catalog),
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2"})
@@ -115,16 +135,65 @@ def test_cohere_rerank_and_litellm_through_ray(ray_server):
     assert max(reranked.results, key=lambda r: r["relevance_score"])["index"] in (1, 2)
 
 
-def test_a_task_without_replicas_is_served_by_the_ingress(ray_server):
+def test_every_other_kind_of_model_answers_from_its_replica(ray_server, fill_mask_dir):
     import openai
+    from PIL import Image
+    from transformers import pipeline
 
+    from inferd.backends import backend_class
+    from inferd.backends.vision import ImageInput
+    from inferd.catalog import Catalog, ModelSpec
+
+    kinds = {m["id"]: m for m in default_models("token-classification", "image-classification", "text-to-speech",
+                                                "text-to-image", "automatic-speech-recognition")}
+    for model in (*[k for k in kinds if k != "openai/whisper-base"], FILL):
+        assert replicas(model), f"{model} has no replica process"
+    client = openai.OpenAI(base_url=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token, max_retries=0)
+    native = f"{ray_server.base_url}/v1/inference"
+
+    # text tasks: the answer is made in the replica (spaCy's labels and offsets; the tokenizer's fills)
+    sentence = "Apple's chief Tim Cook flew to Paris on Monday."
+    r = httpx.post(f"{native}/spacy/en_core_web_sm", json={"input": sentence}, headers=ray_server.headers(), timeout=60)
+    assert r.status_code == 200, r.text
+    found = {(e["word"], e["entity_group"]) for e in r.json()["results"]}
+    assert {("Apple", "ORG"), ("Tim Cook", "PERSON"), ("Paris", "GPE")} <= found
+    assert all(sentence[e["start"]:e["end"]] == e["word"] for e in r.json()["results"])
+    r = httpx.post(f"{native}/{FILL}", json={"input": "Where is my [MASK]?"}, headers=ray_server.headers(), timeout=60)
+    assert r.status_code == 200, r.text
+    want = pipeline("fill-mask", model=str(fill_mask_dir), device="cpu")("Where is my [MASK]?")
+    assert [x["token"] for x in r.json()["results"]] == [x["token"] for x in want]
+    np.testing.assert_allclose([x["score"] for x in r.json()["results"]], [x["score"] for x in want], atol=1e-5)
+    # the check that needs the model's mask token runs in the replica too: a 400 in the native shape
+    r = httpx.post(f"{native}/{FILL}", json={"input": "no mask here"}, headers=ray_server.headers(), timeout=60)
+    assert r.status_code == 400 and "[MASK]" in r.text
+
+    # vision: EfficientNet's best label for a photo, as the backend in this process gives it
+    r = httpx.post(f"{native}/google/efficientnet-lite0", headers=ray_server.headers(), timeout=60,
+                   files={"image": ("china.jpg", encoded(photo("china.jpg"), "JPEG"))})
+    assert r.status_code == 200, r.text
+    ref = next(Catalog([ModelSpec.model_validate(kinds["google/efficientnet-lite0"])]).refs())
+    local = backend_class(ref.spec.backend)(ref.spec, ref.version.source, dict(ref.spec.options), threads=1)
+    local.load()
+    row = local.forward([local.tokenize([ImageInput(photo("china.jpg"))])[0].ids])[0]
+    assert r.json()["results"][0]["label"] == local.labels[int(np.argmax(row))]
+
+    # speech to text: the upload travels to the replica; the seconds it decoded come back (usage)
+    text = SENTENCES[0]
+    verbose = client.audio.transcriptions.create(model=WHISPER, file=("fox.wav", speak(text)),
+                                                 response_format="verbose_json")
+    assert word_error_rate(text, verbose.text) <= 0.15 and verbose.duration > 2
+    streamed = list(client.audio.transcriptions.create(model=WHISPER, file=("fox.wav", speak(text)), stream=True))
+    assert word_error_rate(text, streamed[-1].text) <= 0.15
+
+    # text to speech, streamed sentence by sentence from the replica; images made there
     voice = default_models("text-to-speech")[0]["id"]
-    health = httpx.get(f"{ray_server.base_url}/health").json()["models"]
-    assert [m["status"] for key, m in health.items() if key.startswith(voice)] == ["ready"], health
-    client = openai.OpenAI(base_url=f"{ray_server.base_url}/v1/openai", api_key=ray_server.token)
-    wav = client.audio.speech.create(model=voice, voice="alloy", input="Hello from the ingress.",
+    wav = client.audio.speech.create(model=voice, voice="alloy", input="Hello from a replica. And a second sentence.",
                                      response_format="wav").content
-    assert wav[:4] == b"RIFF" and len(wav) > 20_000  # a second of 22 kHz 16-bit audio is 44 kB
+    assert wav[:4] == b"RIFF" and len(wav) > 40_000  # two sentences of 22 kHz 16-bit audio
+    image = client.images.generate(model=default_models("text-to-image")[0]["id"], prompt="a red door",
+                                   size="256x256", n=2)
+    pictures = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in image.data]
+    assert [p.size for p in pictures] == [(256, 256), (256, 256)]
 
 
 def test_bad_input_is_a_4xx_in_the_dialects_shape(ray_server):

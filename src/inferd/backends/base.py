@@ -335,6 +335,16 @@ class ImageGenerationBackend(Backend):
         """Each request's images, in order; ``stop()`` (checked between denoising steps) says
         every request of the batch has left: the pipeline may end early, its images unused."""
 
+    prompt_tokenizer: Any = None  # the text encoder's tokenizer, where there is one
+
     def prompt_tokens(self, text: str) -> int:
         """Tokens the text encoder reads of a prompt (for usage); 0 when unknown."""
+        return count_prompt_tokens(self.prompt_tokenizer, text)
+
+
+def count_prompt_tokens(tokenizer, text: str) -> int:
+    """Tokens a text encoder reads of a prompt (its tokenizer cuts at ``model_max_length``); 0
+    without a tokenizer."""
+    if tokenizer is None:
         return 0
+    return min(len(tokenizer(text).input_ids), tokenizer.model_max_length)

@@ -73,11 +73,9 @@ class DiffusersBackend(ImageGenerationBackend):
 
             self._scorer = Classifier(intra_op_threads=self.threads)
 
-    def prompt_tokens(self, text: str) -> int:
-        tokenizer = getattr(self.pipes["text"], "tokenizer", None)
-        if tokenizer is None:
-            return 0
-        return min(len(tokenizer(text).input_ids), tokenizer.model_max_length)
+    @property
+    def prompt_tokenizer(self):
+        return getattr(self.pipes["text"], "tokenizer", None)
 
     def _scheduler(self, name: str | None):
         name = name or self._default_scheduler

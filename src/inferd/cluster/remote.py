@@ -10,7 +10,8 @@ too, never a hang. A request whose client leaves cancels its call in the replica
 
 Calls go over each replica's gRPC server with the handle's router in this event loop (Ray
 Serve's throughput-optimised handles; ``ray_direct_calls``), or as Ray tasks through the object
-store when that is off. Models of tasks with no replica form yet are built here, in this process.
+store when that is off. Every task has a remote form here; the answers that need the model's
+own labels or tokenizer (the text and vision tasks) are made in the replica.
 """
 
 from __future__ import annotations
@@ -25,19 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from inferd.backends.base import relevance
+from inferd.backends.base import ImageBatchKey, ImageRequest, Voice, count_prompt_tokens, relevance
 from inferd.catalog import ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
+from inferd.engine.images import ImageModel, Picture
 from inferd.engine.pool import EngineFactory, build_engine
+from inferd.engine.speech import SpeechModel, SpeechRequest, Transcribed
+from inferd.engine.synthesis import SynthesisModel
 from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# the tasks whose engines run in replicas so far (the ingress process serves the others itself)
-RAY_TASKS = frozenset({Task.EMBEDDINGS, Task.RERANKER, Task.TEXT_GENERATION})
+# the tasks whose engines run in replicas: every task inferd serves
+RAY_TASKS = frozenset({
+    Task.EMBEDDINGS, Task.RERANKER, Task.TEXT_GENERATION,
+    Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION, Task.FILL_MASK, Task.QUESTION_ANSWERING,
+    Task.TEXT2TEXT_GENERATION,
+    Task.IMAGE_CLASSIFICATION, Task.ZERO_SHOT_IMAGE_CLASSIFICATION, Task.OBJECT_DETECTION,
+    Task.AUTOMATIC_SPEECH_RECOGNITION, Task.TEXT_TO_SPEECH, Task.TEXT_TO_IMAGE,
+})
 
 
 class Remote:
@@ -235,12 +245,17 @@ class RemoteEncoder(RemoteEngine, EncoderModel):
     def __init__(self, ref: ModelRef, remote: Remote):
         super().__init__(ref, remote)
         self._embeds = Coalescer(remote, "embed_many")
+        self._answers = Coalescer(remote, "answer_many")
 
     def _learn(self, facts: dict[str, Any]) -> None:
         self.backend = EncoderFacts(**facts)
 
     async def embed(self, inputs: Sequence[Any]) -> EncodeResult:
         return await self._embeds.submit(list(inputs))
+
+    async def answer(self, inputs, finish, check=None):
+        # the replica checks, embeds and finishes: the answer (labels, entities) comes back
+        return await self._answers.submit((list(inputs), finish, check))
 
     async def cut(self, texts: Sequence[str], limit: int) -> list[str]:
         return await self.remote.call("cut", list(texts), limit)
@@ -276,6 +291,85 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
             await stream.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class SpeechFacts:
+    multilingual: bool
+    languages: list[str]
+
+
+class RemoteSpeech(RemoteEngine, SpeechModel):
+    """A speech-recognition model in a deployment's replicas: the request's file travels whole
+    (``serving.speech.AudioFile``) and is decoded there."""
+
+    backend: SpeechFacts | None = None
+
+    def _learn(self, facts: dict[str, Any]) -> None:
+        self.backend = SpeechFacts(**facts)
+
+    async def transcribe(self, request: SpeechRequest) -> AsyncIterator[Transcribed]:
+        async with aclosing(self.remote.stream("transcribe", request)) as stream:
+            async for pieces in stream:
+                for piece, seconds in pieces:
+                    request.seconds = seconds  # decoded so far, in the replica
+                    yield piece
+
+
+class RemoteSynthesis(RemoteEngine, SynthesisModel):
+    """A text-to-speech model in a deployment's replicas: sentences' audio streams back."""
+
+    _voices: list[Voice]
+    _sample_rate: int
+
+    def _learn(self, facts: dict[str, Any]) -> None:
+        self._voices, self._sample_rate = facts["voices"], facts["sample_rate"]
+
+    @property
+    def voices(self) -> list[Voice]:
+        return self._voices
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    async def speak(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+        async with aclosing(self.remote.stream("speak", text, voice, speed)) as stream:
+            async for sentences in stream:
+                for samples in sentences:
+                    yield samples
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    default_size: tuple[int, int]
+    default_steps: int
+    default_guidance: float
+    size_multiple: int
+    modes: frozenset[str]
+    schedulers: tuple[str, ...]
+    prompt_tokenizer: Any = None
+
+    def prompt_tokens(self, text: str) -> int:
+        return count_prompt_tokens(self.prompt_tokenizer, text)
+
+
+class RemoteImages(RemoteEngine, ImageModel):
+    """An image-generation model in a deployment's replicas (its engine batches requests there)."""
+
+    backend: ImageFacts | None = None
+
+    def _learn(self, facts: dict[str, Any]) -> None:
+        self.backend = ImageFacts(**facts)
+
+    async def generate(self, key: ImageBatchKey, request: ImageRequest) -> list[Picture]:
+        return await self.remote.call("make_images", key, request)
+
+
+_REMOTE_FORMS: dict[Task, type[RemoteEngine]] = {
+    Task.TEXT_GENERATION: RemoteGeneration, Task.AUTOMATIC_SPEECH_RECOGNITION: RemoteSpeech,
+    Task.TEXT_TO_SPEECH: RemoteSynthesis, Task.TEXT_TO_IMAGE: RemoteImages,
+}  # every other task: an encoder (RemoteEncoder)
+
+
 def remote_engines(models: dict[str, tuple[str, str]]) -> EngineFactory:
     """The pool's engine factory on the ingress: each catalog version's engine is in the
     replicas of its deployment (``models``: version key -> (deployment, application))."""
@@ -284,15 +378,13 @@ def remote_engines(models: dict[str, tuple[str, str]]) -> EngineFactory:
     def build(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
         names = models.get(ref.key)
         if names is None:
-            # a task whose engine has no replica form yet (speech, images, vision): this process
-            # serves it, as one process does
+            # a task with no replica form (none now; a new task before its remote form is
+            # written): this process serves it, as one process does
             log.info("model %s (%s) is served by the ingress process, not by Ray Serve replicas", ref.key,
                      ref.spec.task.value)
             return build_engine(ref, settings, observer)
         remote = Remote(serve.get_deployment_handle(*names), ref.spec.id, settings.ray_request_timeout_s, observer,
                         direct=settings.ray_direct_calls)
-        if ref.spec.task is Task.TEXT_GENERATION:
-            return RemoteGeneration(ref, remote)
-        return RemoteEncoder(ref, remote)
+        return _REMOTE_FORMS.get(ref.spec.task, RemoteEncoder)(ref, remote)
 
     return build

@@ -12,12 +12,18 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
+import numpy as np
+
+from inferd.backends.base import ImageBatchKey, ImageRequest
 from inferd.catalog import Catalog
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
 from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
+from inferd.engine.images import ImageEngine, Picture
 from inferd.engine.pool import build_engine, freeze_heap
+from inferd.engine.speech import SpeechEngine, SpeechRequest, Transcribed
+from inferd.engine.synthesis import SynthesisEngine
 from inferd.errors import EngineError, InferdError
 from inferd.settings import Settings
 
@@ -59,12 +65,24 @@ class ModelReplica:
             # the tokenizer pickles: the ingress renders chat templates and counts tokens itself
             return self.replica, {"tokenizer": engine.tokenizer, "context_length": int(engine.context_length),
                                   "eos_token_ids": frozenset(engine.eos_token_ids)}
+        backend = getattr(engine, "backend", None)
         if isinstance(engine, EncoderEngine):
-            backend = engine.backend
+            # (the text and vision tasks' backends answer here: ``answer_many``)
             return self.replica, {
-                "modalities": frozenset(backend.modalities), "normalizes": bool(backend.normalizes),
-                "vocab_size": int(getattr(backend, "vocab_size", 0) or 0), "dimensions": int(backend.dimensions),
-                "scoring": getattr(backend, "scoring", None)}
+                "modalities": frozenset(backend.modalities), "normalizes": bool(getattr(backend, "normalizes", False)),
+                "vocab_size": int(getattr(backend, "vocab_size", 0) or 0),
+                "dimensions": int(getattr(backend, "dimensions", 0) or 0), "scoring": getattr(backend, "scoring", None)}
+        if isinstance(engine, SpeechEngine):
+            return self.replica, {"multilingual": bool(backend.multilingual),
+                                  "languages": list(backend.languages) if backend.multilingual else []}
+        if isinstance(engine, SynthesisEngine):
+            return self.replica, {"voices": list(engine.voices), "sample_rate": int(engine.sample_rate)}
+        if isinstance(engine, ImageEngine):
+            return self.replica, {
+                "default_size": tuple(backend.default_size), "default_steps": int(backend.default_steps),
+                "default_guidance": float(backend.default_guidance), "size_multiple": int(backend.size_multiple),
+                "modes": frozenset(backend.modes), "schedulers": tuple(backend.schedulers),
+                "prompt_tokenizer": backend.prompt_tokenizer}
         raise TypeError(f"{type(engine).__name__} is not served on Ray Serve")
 
     async def stats(self) -> tuple[str, dict[str, Any]]:
@@ -79,26 +97,55 @@ class ModelReplica:
         results = await asyncio.gather(*(self.engine.embed(inputs) for inputs in requests), return_exceptions=True)
         return self.replica, [_sendable(r) for r in results]
 
+    async def answer_many(self, requests: Sequence[tuple[Sequence[Any], Any, Any]]) -> tuple[str, list[Any]]:
+        """Several requests' (inputs, finish, check) (``EncoderModel.answer``): each request's
+        answer made here, where the backend's labels and post-processing are, or its error."""
+        results = await asyncio.gather(*(self.engine.answer(*r) for r in requests), return_exceptions=True)
+        return self.replica, [_sendable(r) for r in results]
+
     async def cut(self, texts: Sequence[str], limit: int) -> tuple[str, list[str]]:
         return self.replica, await self.engine.cut(texts, limit)
 
     # --- a text-generation engine
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[tuple[str, list[SequenceDelta]]]:
-        """The request's deltas, every delta ready at once in one item (a Ray item costs about
-        what a delta does to make: under load one item carries a step of every sequence). The
-        ingress cancelling the call (its client left) closes the engine's stream: the engine
-        stops the request."""
+        """The request's deltas. The ingress cancelling the call (its client left) closes the
+        engine's stream: the engine stops the request."""
+        async for item in self._pumped(self.engine.generate(request)):
+            yield item
+
+    # --- speech, synthesis and images
+
+    async def transcribe(self, request: SpeechRequest) -> AsyncIterator[tuple[str, list[tuple[Transcribed, float]]]]:
+        """Each chunk's text with the seconds of audio decoded so far (the ingress meters them)."""
+        async def pieces():
+            async for piece in self.engine.transcribe(request):
+                yield piece, request.seconds
+
+        async for item in self._pumped(pieces()):
+            yield item
+
+    async def speak(self, text: str, voice: str, speed: float) -> AsyncIterator[tuple[str, list[np.ndarray]]]:
+        async for item in self._pumped(self.engine.speak(text, voice, speed)):
+            yield item
+
+    async def make_images(self, key: ImageBatchKey, request: ImageRequest) -> tuple[str, list[Picture]]:
+        return self.replica, await self.engine.generate(key, request)
+
+    async def _pumped(self, stream: AsyncIterator[Any]) -> AsyncIterator[tuple[str, list[Any]]]:
+        """A stream's items, every item ready at once in one Ray item (an item costs about what
+        an LLM's delta does to make: under load one carries a step of every sequence). Closing
+        this (the ingress cancelled the call) closes the engine's stream, which stops its work."""
         queue: asyncio.Queue = asyncio.Queue()
         end = object()
 
         async def pump() -> None:
             try:
-                async with aclosing(self.engine.generate(request)) as stream:
-                    async for delta in stream:
-                        queue.put_nowait(delta)
+                async with aclosing(stream) as items:
+                    async for item in items:
+                        queue.put_nowait(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                queue.put_nowait(exc)
+                queue.put_nowait(_Failed(exc))
                 return
             queue.put_nowait(end)
 
@@ -108,12 +155,12 @@ class ModelReplica:
                 items = [await queue.get()]
                 while not queue.empty():
                     items.append(queue.get_nowait())
-                deltas = [d for d in items if isinstance(d, SequenceDelta)]
-                if deltas:
-                    yield self.replica, deltas
+                ready = [item for item in items if item is not end and not isinstance(item, _Failed)]
+                if ready:
+                    yield self.replica, ready
                 for item in items:
-                    if isinstance(item, BaseException):
-                        raise _sendable(item)
+                    if isinstance(item, _Failed):
+                        raise _sendable(item.error)
                     if item is end:
                         return
         finally:
@@ -122,6 +169,13 @@ class ModelReplica:
 
     async def __del__(self) -> None:  # noqa: D105 - Ray Serve awaits it when the replica stops
         await self.engine.stop()
+
+
+class _Failed:
+    """A stream's failure, queued behind the items made before it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 def _sendable(result: Any) -> Any:

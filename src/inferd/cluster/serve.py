@@ -32,7 +32,7 @@ INGRESS = "ingress"
 # there too), not on a second loop in another thread: a call costs a cross-thread hand-off less
 # (64 clients x 1 text: 1.2x the calls per second of the default, measured side by side)
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
-NOMINAL_CPUS = 0.25  # what a replica without scaling.num_cpus asks Ray for: a dozen models share a small node
+NOMINAL_CPUS = 0.1  # what a replica without scaling.num_cpus asks Ray for: a catalog of 20 shares 2 cores
 
 
 def deployment_name(ref: ModelRef) -> str:

@@ -30,10 +30,10 @@ import logging
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -51,6 +51,8 @@ from inferd.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _ARRIVAL_MEMORY_S = 0.05  # inputs seen within this long count as "still arriving"
 
@@ -111,9 +113,19 @@ def cut_texts(tokenizer, texts: list[str], limit: int) -> list[str]:
 class EncoderModel(Engine):
     """What the serving layer sees of an encoder model, here or in a Ray Serve replica:
     ``backend`` for its facts (``modalities``, ``normalizes``, ``vocab_size``, ``dimensions``;
-    rerankers ``scoring`` and ``to_unit``), ``embed`` and ``cut``."""
+    rerankers ``scoring`` and ``to_unit``), ``embed``, ``cut`` and ``answer``."""
 
     backend: Any
+
+    async def answer(self, inputs: Sequence[EncoderInput], finish: Callable[[Any, EncodeResult], T],
+                     check: Callable[[Any], None] | None = None) -> T:
+        """A request's answer made where the model is: ``check`` that the backend can take the
+        inputs, their rows (``embed``), then ``finish`` them with what only the backend holds
+        (labels, tokenizer, post-processing). In a Ray Serve replica all of it runs there, so
+        ``finish`` and ``check`` travel: module-level functions, or ``functools.partial`` of them."""
+        if check is not None:
+            check(self.backend)
+        return finish(self.backend, await self.embed(inputs))
 
     @abstractmethod
     async def embed(self, inputs: Sequence[EncoderInput]) -> EncodeResult:

@@ -20,9 +20,12 @@ import asyncio
 import io
 import logging
 import time
+from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from inferd.backends.base import ImageBatchKey, ImageRequest
+from inferd.engine.base import Engine
 from inferd.engine.queued import Job, QueuedEngine
 from inferd.errors import EngineError, InferdError
 
@@ -46,7 +49,19 @@ class _Job(Job):
     arrived: float = field(default_factory=time.monotonic)
 
 
-class ImageEngine(QueuedEngine):
+class ImageModel(Engine):
+    """What the serving layer sees of an image-generation model, here or in a Ray Serve replica:
+    ``backend`` for its facts (``modes``, ``schedulers``, ``default_size``, ``default_steps``,
+    ``default_guidance``, ``size_multiple``, ``prompt_tokens``) and ``generate``."""
+
+    backend: Any
+
+    @abstractmethod
+    async def generate(self, key: ImageBatchKey, request: ImageRequest) -> list[Picture]:
+        """The request's images (PNG), once its batch is done."""
+
+
+class ImageEngine(QueuedEngine, ImageModel):
     unit = "requests"
 
     def __init__(self, ref, backend, observer=None, batch_wait_s: float = BATCH_WAIT_S):

@@ -18,17 +18,19 @@ import asyncio
 import logging
 import os
 import time
+from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from inferd.backends.base import ChunkText, SpeechChunk, SpeechRecognitionBackend
 from inferd.catalog import ModelRef
-from inferd.engine.base import EngineObserver
+from inferd.engine.base import Engine, EngineObserver
 from inferd.engine.queued import Job, QueuedEngine
 from inferd.errors import EngineError, InvalidRequest
 
@@ -124,7 +126,27 @@ class _Cutter:
         self.base += cut
 
 
-class SpeechEngine(QueuedEngine):
+class SpeechModel(Engine):
+    """What the serving layer sees of a speech-recognition model, here or in a Ray Serve
+    replica: ``backend`` for its facts (``multilingual``, ``languages``), ``check_request`` and
+    ``transcribe``."""
+
+    backend: Any
+
+    def check_request(self, request: SpeechRequest) -> None:
+        if request.task == "translate" and not self.backend.multilingual:
+            raise InvalidRequest(f"model {self.name} is English-only and cannot translate; use a multilingual "
+                                 "whisper model", param="model")
+        if request.language is not None and self.backend.multilingual and request.language not in self.backend.languages:
+            raise InvalidRequest(f"unknown language {request.language!r}", param="language")
+
+    @abstractmethod
+    def transcribe(self, request: SpeechRequest) -> AsyncIterator[Transcribed]:
+        """Each chunk's text, in order, as soon as it is decoded; ``request.seconds`` counts the
+        audio decoded so far."""
+
+
+class SpeechEngine(QueuedEngine, SpeechModel):
     unit = "chunks of audio"
     # how long a part-filled batch waits for chunks that requests are still preparing (decoding,
     # cutting, features): a pass over 30-s chunks costs seconds, and one chunk alone costs twice
@@ -157,13 +179,6 @@ class SpeechEngine(QueuedEngine):
         return self.BATCH_WAIT_S if self._preparing and live < max(1, self.max_batch_size // 2) else 0.0
 
     # --- requests
-
-    def check_request(self, request: SpeechRequest) -> None:
-        if request.task == "translate" and not self.backend.multilingual:
-            raise InvalidRequest(f"model {self.name} is English-only and cannot translate; use a multilingual "
-                                 "whisper model", param="model")
-        if request.language is not None and self.backend.multilingual and request.language not in self.backend.languages:
-            raise InvalidRequest(f"unknown language {request.language!r}", param="language")
 
     async def transcribe(self, request: SpeechRequest) -> AsyncIterator[Transcribed]:
         """Each chunk's text, in order, as soon as it is decoded."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferd.backends.base import Voice
+from inferd.engine.base import Engine
 from inferd.engine.queued import Job, QueuedEngine
 from inferd.errors import EngineError
 
@@ -33,7 +35,23 @@ class _Job(Job):
     speed: float = 1.0
 
 
-class SynthesisEngine(QueuedEngine):
+class SynthesisModel(Engine):
+    """What the serving layer sees of a text-to-speech model, here or in a Ray Serve replica."""
+
+    @property
+    @abstractmethod
+    def voices(self) -> list[Voice]: ...
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int: ...
+
+    @abstractmethod
+    def speak(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[np.ndarray]:
+        """Each sentence's samples (mono int16 at ``sample_rate``), in order, as soon as each is made."""
+
+
+class SynthesisEngine(QueuedEngine, SynthesisModel):
     unit = "sentences"
 
     def _load(self) -> None:

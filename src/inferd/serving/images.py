@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from inferd.backends.base import ImageBatchKey, ImageRequest
 from inferd.catalog import ModelRef, Task, Units, Viewer
 from inferd.catalog.pricing import ImageUnitsPricing
-from inferd.engine.images import ImageEngine, Picture
+from inferd.engine.images import ImageModel, Picture
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest, UnsupportedInput
 from inferd.serving.context import RequestContext
@@ -70,9 +70,9 @@ class ImageService:
         self.max_side = settings.max_image_side
         self.max_input_pixels = settings.max_image_pixels
 
-    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> ImageEngine:
+    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> ImageModel:
         engine = self._pool.get(model or "default", version, Task.TEXT_TO_IMAGE, viewer)
-        assert isinstance(engine, ImageEngine)
+        assert isinstance(engine, ImageModel)
         return engine
 
     async def generate(self, query: ImageQuery, ctx: RequestContext) -> Generated:
@@ -86,7 +86,7 @@ class ImageService:
         return Generated(pictures, request.seed, request.prompt, units.input_tokens, charge)
 
     # ------------------------------------------------------------------ checks
-    async def _check(self, query: ImageQuery, engine: ImageEngine) -> tuple[ImageBatchKey, ImageRequest]:
+    async def _check(self, query: ImageQuery, engine: ImageModel) -> tuple[ImageBatchKey, ImageRequest]:
         backend = engine.backend
         if query.mode not in backend.modes:
             what = {"image": "image variations (image to image)", "inpaint": "image edits (inpainting)"}[query.mode]

@@ -16,14 +16,14 @@ import math
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import cache
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from inferd.catalog import ModelRef, Task, Units
 from inferd.engine.pool import ModelPool
-from inferd.engine.speech import SpeechEngine, SpeechRequest, Transcribed
+from inferd.engine.speech import SpeechModel, SpeechRequest, Transcribed
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter
@@ -109,6 +109,28 @@ def from_data_url(value: str, max_bytes: int) -> bytes:
                              param="audio") from None
 
 
+
+@dataclass(slots=True)
+class AudioFile:
+    """A request's audio file, decoded block by block when called (``decode_blocks``, on the
+    speech engine's threads). Sent to a Ray Serve replica, it travels as the file's bytes (at
+    most ``max_bytes`` and one more: the replica refuses what is larger)."""
+
+    source: BinaryIO | bytes
+    max_seconds: float
+    max_bytes: int
+    block_seconds: float = BLOCK_S
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        return decode_blocks(self.source, self.max_seconds, self.max_bytes, self.block_seconds)
+
+    def __reduce__(self):
+        data = self.source
+        if not isinstance(data, bytes | bytearray):
+            data.seek(0)
+            data = data.read(self.max_bytes + 1)
+        return AudioFile, (bytes(data), self.max_seconds, self.max_bytes, self.block_seconds)
+
 @dataclass(slots=True)
 class SpeechQuery:
     model: str
@@ -152,11 +174,11 @@ class SpeechService:
         the last item carries the charge."""
         engine = self._pool.get(query.model, query.version, Task.AUTOMATIC_SPEECH_RECOGNITION, ctx.viewer)
         await engine.ready()
-        assert isinstance(engine, SpeechEngine)
+        assert isinstance(engine, SpeechModel)
         if query.temperature < 0 or query.temperature > 1:
             raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
         # decoded by the engine, on its preparation threads, block by block
-        decode = partial(decode_blocks, query.audio, self._max_seconds, self.max_bytes, self.block_seconds)
+        decode = AudioFile(query.audio, self._max_seconds, self.max_bytes, self.block_seconds)
         request = SpeechRequest(decode, query.task, _language(query.language), query.prompt, query.temperature,
                                 query.words)
         engine.check_request(request)

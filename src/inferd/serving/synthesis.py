@@ -19,7 +19,7 @@ from inferd.backends.base import Voice
 from inferd.catalog import ModelRef, Task, Units, Viewer
 from inferd.engine.base import EngineState
 from inferd.engine.pool import ModelPool
-from inferd.engine.synthesis import SynthesisEngine
+from inferd.engine.synthesis import SynthesisModel
 from inferd.errors import InputTooLarge, InvalidRequest, NotFound
 from inferd.serving.context import RequestContext
 from inferd.serving.metering import Charge, Meter
@@ -172,17 +172,17 @@ class SynthesisService:
         self._meter = meter
         self.max_characters = settings.max_speech_characters
 
-    def engines(self, viewer: Viewer) -> list[SynthesisEngine]:
+    def engines(self, viewer: Viewer) -> list[SynthesisModel]:
         """The text-to-speech models that are ready and ``viewer`` may see: their voices are the ones on offer."""
-        return [e for e in self._pool.engines() if isinstance(e, SynthesisEngine) and e.state is EngineState.READY
+        return [e for e in self._pool.engines() if isinstance(e, SynthesisModel) and e.state is EngineState.READY
                 and viewer.sees(e.ref.spec)]
 
-    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> SynthesisEngine:
+    def engine(self, model: str | None, viewer: Viewer, version: str | None = None) -> SynthesisModel:
         engine = self._pool.get(model or "default", version, Task.TEXT_TO_SPEECH, viewer)
-        assert isinstance(engine, SynthesisEngine)
+        assert isinstance(engine, SynthesisModel)
         return engine
 
-    def find_voice(self, voice_id: str, viewer: Viewer) -> tuple[SynthesisEngine, Voice]:
+    def find_voice(self, voice_id: str, viewer: Viewer) -> tuple[SynthesisModel, Voice]:
         """A voice by id across every text-to-speech model ``viewer`` sees (ElevenLabs' ``/v1/voices``)."""
         for engine in self.engines(viewer):
             for voice in engine.voices:
@@ -190,7 +190,7 @@ class SynthesisService:
                     return engine, voice
         raise NotFound(f"voice {voice_id[:100]!r} not found; GET /v1/voices lists them")
 
-    def voice_of(self, engine: SynthesisEngine, name: str | None) -> str:
+    def voice_of(self, engine: SynthesisModel, name: str | None) -> str:
         voices = engine.voices
         if not name:
             return voices[0].id
@@ -219,7 +219,7 @@ class SynthesisService:
         spoken.chunks = self._stream(spoken, engine, text, query.speed, ctx)
         return spoken
 
-    async def _stream(self, spoken: Spoken, engine: SynthesisEngine, text: str, speed: float,
+    async def _stream(self, spoken: Spoken, engine: SynthesisModel, text: str, speed: float,
                       ctx: RequestContext) -> AsyncIterator[bytes]:
         encoder = AudioEncoder(spoken.fmt, engine.sample_rate)
         units = Units(input_characters=spoken.characters)
@@ -275,7 +275,7 @@ async def speech_events(spoken: Spoken) -> AsyncIterator[dict]:
     yield {"type": "speech.audio.done", "usage": {"input_tokens": n, "output_tokens": 0, "total_tokens": n}}
 
 
-def voice_card(engine: SynthesisEngine, voice: Voice) -> dict:
+def voice_card(engine: SynthesisModel, voice: Voice) -> dict:
     """A voice as ElevenLabs' ``GET /v1/voices`` shows one."""
     return {"voice_id": voice.id, "name": voice.name, "category": "premade",
             "labels": {"language": voice.language, **({"gender": voice.gender} if voice.gender else {})},

@@ -6,6 +6,7 @@ each input's row (and what tokenisation kept) into the answer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from inferd.backends.seq2seq import GenerationParams, Text2TextInput
@@ -52,10 +53,8 @@ class TextTaskService:
         await engine.ready()
         assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:
-            if check is not None:
-                check(engine.backend)
-            result: EncodeResult = await engine.embed([item])
-            answer, tokens, generated = _answer(task, engine.backend, result, query)
+            # answered where the model runs (a Ray Serve replica's backend holds the labels)
+            answer, tokens, generated = await engine.answer([item], partial(_answer, task, query), check)
             charge = metered.charge(Units(input_tokens=tokens, output_tokens=generated))
         return Answered(answer, tokens, charge, generated)
 
@@ -66,13 +65,7 @@ class TextTaskService:
         return await self._run(Task.TOKEN_CLASSIFICATION, query, ctx, query.text)
 
     async def fill_mask(self, query: TextQuery, ctx: RequestContext) -> Answered:
-        def check(backend) -> None:
-            mask = backend.mask_token
-            if query.text.count(mask) != 1:
-                raise InvalidRequest(f"the input must hold the model's mask token {mask} exactly once "
-                                     f"(it holds it {query.text.count(mask)} times)", param="input")
-
-        return await self._run(Task.FILL_MASK, query, ctx, query.text, check)
+        return await self._run(Task.FILL_MASK, query, ctx, query.text, partial(_one_mask, query.text))
 
     async def answer(self, query: TextQuery, ctx: RequestContext) -> Answered:
         return await self._run(Task.QUESTION_ANSWERING, query, ctx, QuestionInput(query.question or "", query.text))
@@ -82,7 +75,14 @@ class TextTaskService:
         return await self._run(Task.TEXT2TEXT_GENERATION, query, ctx, item)
 
 
-def _answer(task: Task, backend, result: EncodeResult, query: TextQuery) -> tuple[Any, int, int]:
+def _one_mask(text: str, backend) -> None:
+    mask = backend.mask_token
+    if text.count(mask) != 1:
+        raise InvalidRequest(f"the input must hold the model's mask token {mask} exactly once "
+                             f"(it holds it {text.count(mask)} times)", param="input")
+
+
+def _answer(task: Task, query: TextQuery, backend, result: EncodeResult) -> tuple[Any, int, int]:
     """The answer, the input's tokens and the tokens generated."""
     row = result.rows[0]
     detail = result.details[0] if result.details else None

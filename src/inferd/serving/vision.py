@@ -4,12 +4,14 @@ Images from many requests share the engine's batches; each is decoded off the ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from inferd.catalog import Task, Units
-from inferd.engine.encoder import EncoderModel
+from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.pool import ModelPool
 from inferd.errors import InputTooLarge, InvalidRequest
 from inferd.serving.context import RequestContext
@@ -43,30 +45,21 @@ class VisionService:
         self._meter = meter
         self._settings = settings
 
-    async def _run(self, task: Task, query: VisionQuery, ctx: RequestContext, texts: list[str] = ()):
+    async def _run(self, task: Task, query: VisionQuery, ctx: RequestContext, finish, texts: Sequence[str] = ()):
         engine = self._pool.get(query.model, query.version, task, ctx.viewer)
         await engine.ready()
         assert isinstance(engine, EncoderModel)
         async with self._meter.track(ctx, engine.ref) as metered:
             image = await load_image(query.image, self._settings)
-            result = await engine.embed([image, *texts])
-            charge = metered.charge(Units(input_tokens=result.input_tokens))
-        return engine, image, result, charge
+            # answered where the model runs (a Ray Serve replica's backend holds the labels)
+            results, tokens = await engine.answer([image, *texts], partial(finish, image=image.image.size))
+            charge = metered.charge(Units(input_tokens=tokens))
+        return Seen(results, tokens, charge)
 
     async def classify(self, query: VisionQuery, ctx: RequestContext) -> Seen:
         if query.top_k is not None and query.top_k < 1:
             raise InvalidRequest("top_k must be at least 1", param="top_k")
-        engine, _, result, charge = await self._run(Task.IMAGE_CLASSIFICATION, query, ctx)
-        backend = engine.backend
-        logits = result.embeddings[0].astype(np.float64)
-        if backend.multi_label:
-            scores = 1.0 / (1.0 + np.exp(-logits))
-        else:
-            scores = np.exp(logits - logits.max())
-            scores /= scores.sum()
-        order = np.argsort(-scores)[: query.top_k or len(scores)]
-        results = [{"label": backend.labels[i], "score": float(scores[i])} for i in order]
-        return Seen(results, result.input_tokens, charge)
+        return await self._run(Task.IMAGE_CLASSIFICATION, query, ctx, partial(_classified, query.top_k))
 
     async def zero_shot(self, query: VisionQuery, ctx: RequestContext) -> Seen:
         labels = query.labels or []
@@ -74,19 +67,38 @@ class VisionService:
             raise InvalidRequest("candidate_labels must be a list of non-empty strings", param="candidate_labels")
         if len(labels) > MAX_LABELS:
             raise InputTooLarge(f"at most {MAX_LABELS} candidate_labels", param="candidate_labels")
-        engine, _, result, charge = await self._run(Task.ZERO_SHOT_IMAGE_CLASSIFICATION, query, ctx, list(labels))
-        scores = engine.backend.zero_shot(result.embeddings[0], result.embeddings[1:])
-        order = np.argsort(-scores, kind="stable")
-        results = [{"label": labels[i], "score": float(scores[i])} for i in order]
-        return Seen(results, result.input_tokens, charge)
+        return await self._run(Task.ZERO_SHOT_IMAGE_CLASSIFICATION, query, ctx, partial(_zero_shot, list(labels)),
+                               list(labels))
 
     async def detect(self, query: VisionQuery, ctx: RequestContext) -> Seen:
         if not 0 <= query.threshold <= 1:
             raise InvalidRequest("threshold must be between 0 and 1", param="threshold")
-        engine, image, result, charge = await self._run(Task.OBJECT_DETECTION, query, ctx)
-        width, height = image.image.size
-        results = engine.backend.detections(result.embeddings[0], width, height, query.threshold)
-        return Seen(results, result.input_tokens, charge)
+        return await self._run(Task.OBJECT_DETECTION, query, ctx, partial(_detected, query.threshold))
+
+
+# each task's answer from the rows (``EncoderModel.answer``'s ``finish``: run where the model is);
+# ``image`` is the image's (width, height); each returns (results, input tokens)
+
+def _classified(top_k: int | None, backend, result: EncodeResult, image: tuple[int, int]) -> tuple[list[dict], int]:
+    logits = result.embeddings[0].astype(np.float64)
+    if backend.multi_label:
+        scores = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        scores = np.exp(logits - logits.max())
+        scores /= scores.sum()
+    order = np.argsort(-scores)[: top_k or len(scores)]
+    return [{"label": backend.labels[i], "score": float(scores[i])} for i in order], result.input_tokens
+
+
+def _zero_shot(labels: list[str], backend, result: EncodeResult, image: tuple[int, int]) -> tuple[list[dict], int]:
+    scores = backend.zero_shot(result.embeddings[0], result.embeddings[1:])
+    order = np.argsort(-scores, kind="stable")
+    return [{"label": labels[i], "score": float(scores[i])} for i in order], result.input_tokens
+
+
+def _detected(threshold: float, backend, result: EncodeResult, image: tuple[int, int]) -> tuple[list[dict], int]:
+    width, height = image
+    return backend.detections(result.embeddings[0], width, height, threshold), result.input_tokens
 
 
 def native_body(seen: Seen, ctx: RequestContext) -> dict:
