@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import base64
 import io
+import json
 import time
 from pathlib import Path
 
@@ -96,7 +98,10 @@ def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir):
     models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, *others]
     catalog = write_catalog(root / "catalog.yaml", models)
     server = RemoteServer(root, "--ray", "--catalog", str(catalog),
-                          env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2"})
+                          env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2",
+                               # a replica that cannot load is tried once, not 3 times, before Serve gives up
+                               "RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT": "1",
+                               "INFERD_DEPLOY_PATHS": json.dumps([str(fill_mask_dir.parent), str(root)])})
     try:
         yield server.wait_ready(timeout=600)
     finally:
@@ -194,6 +199,53 @@ def test_every_other_kind_of_model_answers_from_its_replica(ray_server, fill_mas
                                    size="256x256", n=2)
     pictures = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in image.data]
     assert [p.size for p in pictures] == [(256, 256), (256, 256)]
+
+
+def test_a_users_deployment_gets_replicas_of_its_own_and_they_go_with_it(ray_server, fill_mask_dir):
+    """POST /deploy/hf/ on --ray: a Serve application of its own, min_instances replicas, called by
+    deploy id; deleted, its replicas end."""
+    headers = ray_server.headers()
+    r = httpx.post(f"{ray_server.base_url}/deploy/hf/", headers=headers, timeout=30, json={
+        "model_name": "my-fill", "task": "fill-mask", "path": str(fill_mask_dir),
+        "settings": {"min_instances": 2, "max_instances": 2}})
+    assert r.status_code == 200, r.text
+    deploy_id = r.json()["deploy_id"]
+    status = _deployed(ray_server, deploy_id)
+    assert status["status"] == "deployed", status
+    assert len(replicas("my-fill")) == 2  # replica bounds from the deployment's settings
+    r = httpx.post(f"{ray_server.base_url}/v1/inference/deploy/{deploy_id}", json={"input": "Where is my [MASK]?"},
+                   headers=headers, timeout=60)
+    assert r.status_code == 200 and len(r.json()["results"]) == 5, r.text
+    r = httpx.post(f"{ray_server.base_url}/v1/inference/{FILL}", json={"input": "Where is my [MASK]?"},
+                   headers=headers, timeout=60)
+    assert r.status_code == 200  # the catalog's copy of the same weights goes on serving
+    assert httpx.delete(f"{ray_server.base_url}/deploy/{deploy_id}", headers=headers,
+                        timeout=60).json()["status"] == "deleted"
+    wait_for(lambda: not replicas("my-fill"), 60, "the deployment's replicas end with it")
+
+    # weights that do not load in the replica: Serve gives up on it, and the deployment says why
+    broken = ray_server.data_dir / "broken-fill"
+    shutil.copytree(fill_mask_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 4096)
+    r = httpx.post(f"{ray_server.base_url}/deploy/hf/", headers=headers, timeout=30, json={
+        "model_name": "my-broken-fill", "task": "fill-mask", "path": str(broken)})
+    assert r.status_code == 200, r.text
+    failed = _deployed(ray_server, r.json()["deploy_id"])
+    assert failed["status"] == "failed" and "failed to deploy on Ray Serve" in failed["fail_reason"], failed
+    assert "failed to load" in failed["fail_reason"], failed  # the replica's own reason
+    assert not replicas("my-broken-fill")
+    r = httpx.post(f"{ray_server.base_url}/v1/inference/my-broken-fill", json={"input": "Where is my [MASK]?"},
+                   headers=headers, timeout=60)
+    assert r.status_code == 503 and "Ray Serve" in r.text
+
+
+def _deployed(server: RemoteServer, deploy_id: str) -> dict:
+    deadline = time.monotonic() + 300
+    while (status := httpx.get(f"{server.base_url}/deploy/{deploy_id}", headers=server.headers(),
+                               timeout=30).json())["status"] in ("initializing", "deploying"):
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    return status
 
 
 def test_bad_input_is_a_4xx_in_the_dialects_shape(ray_server):

@@ -22,7 +22,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,10 +51,11 @@ RAY_TASKS = frozenset({
 
 
 class Remote:
-    """The calls to one model's deployment."""
+    """The calls to one model's deployment (``names``: the deployment's and its application's)."""
 
-    def __init__(self, handle: Any, model: str, timeout_s: float, observer: EngineObserver, direct: bool = False):
-        self.handle = handle
+    def __init__(self, names: tuple[str, str], model: str, timeout_s: float, observer: EngineObserver,
+                 direct: bool = False):
+        self.names = names
         self.model = model
         self.timeout_s = timeout_s
         self.observer = observer
@@ -63,7 +64,9 @@ class Remote:
 
     def _method(self, name: str, stream: bool = False) -> Any:
         if self._handles is None:
-            calls = self.handle
+            from ray import serve
+
+            calls = serve.get_deployment_handle(*self.names)  # (a deployment added while serving: now up)
             if self._direct:
                 # Ray Serve's throughput-optimised handle: its router in this event loop (no hop to
                 # Ray's router thread for each call and each streamed item) and calls over the
@@ -208,14 +211,39 @@ class EncoderFacts:
         return relevance(self.scoring or "pairs", raw)
 
 
-class RemoteEngine(Engine):
-    """An engine in a deployment's replicas, ready once a replica has described the model."""
+class Deployer(Protocol):
+    """Serve applications for models added while serving (``cluster.serve.ServeDeployer``)."""
 
-    def __init__(self, ref: ModelRef, remote: Remote):
+    def names(self, ref: ModelRef) -> tuple[str, str]: ...
+
+    def deploy(self, ref: ModelRef, settings: Settings) -> None:
+        """The model's application deployed and its replicas up (blocks; raises why not)."""
+
+    def undeploy(self, ref: ModelRef) -> None: ...
+
+
+class RemoteEngine(Engine):
+    """An engine in a deployment's replicas, ready once a replica has described the model. A
+    model added while serving (a user's deployment) brings its Serve application up when it
+    starts, and takes it down when it stops (``deployer``)."""
+
+    def __init__(self, ref: ModelRef, remote: Remote, deployer: Deployer | None = None,
+                 settings: Settings | None = None):
         super().__init__(ref)
         self.remote = remote
+        self._deployer, self._settings = deployer, settings
+        self._deployed = False
 
     async def start(self) -> None:
+        if self._deployer is not None and not self._deployed:
+            try:
+                await asyncio.to_thread(self._deployer.deploy, self.ref, self._settings)
+            except Exception as exc:  # noqa: BLE001 - Ray's reasons (no room, a constructor that failed)
+                self.state, self.error = EngineState.FAILED, f"it failed to deploy on Ray Serve: {exc}"[:2000]
+                log.error("model %s: %s", self.ref.key, self.error)
+                await self._take_down()
+                return
+            self._deployed = True
         # a model kept at 0 replicas while idle has one started for this (it goes when idle)
         try:
             await self._describe()
@@ -227,6 +255,15 @@ class RemoteEngine(Engine):
 
     async def stop(self) -> None:
         self.state = EngineState.STOPPED  # the replicas go with the Serve application
+        await self._take_down()
+
+    async def _take_down(self) -> None:
+        if self._deployer is not None:
+            self._deployed = False
+            try:
+                await asyncio.to_thread(self._deployer.undeploy, self.ref)
+            except Exception as exc:  # noqa: BLE001 - going anyway
+                log.warning("model %s: its Serve application did not go cleanly: %s", self.ref.key, exc)
 
     async def _describe(self) -> None:
         self._learn(await self.remote.call("describe"))
@@ -236,14 +273,14 @@ class RemoteEngine(Engine):
         """Take what the replica said of the model (``ModelReplica.describe``)."""
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "runs_on": "ray-serve", "deployment": self.remote.handle.deployment_name}
+        return {**super().stats(), "runs_on": "ray-serve", "deployment": self.remote.names[0]}
 
 
 class RemoteEncoder(RemoteEngine, EncoderModel):
     backend: EncoderFacts | None = None
 
-    def __init__(self, ref: ModelRef, remote: Remote):
-        super().__init__(ref, remote)
+    def __init__(self, ref: ModelRef, remote: Remote, *args: Any):
+        super().__init__(ref, remote, *args)
         self._embeds = Coalescer(remote, "embed_many")
         self._answers = Coalescer(remote, "answer_many")
 
@@ -265,8 +302,8 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
     """An LLM in a deployment's replicas. The tokenizer comes from the replica's description:
     prompts are rendered, tokenised and checked here; the replica generates."""
 
-    def __init__(self, ref: ModelRef, remote: Remote):
-        super().__init__(ref, remote)
+    def __init__(self, ref: ModelRef, remote: Remote, *args: Any):
+        super().__init__(ref, remote, *args)
         self._live: dict[str, AsyncIterator] = {}
 
     def _learn(self, facts: dict[str, Any]) -> None:
@@ -370,21 +407,23 @@ _REMOTE_FORMS: dict[Task, type[RemoteEngine]] = {
 }  # every other task: an encoder (RemoteEncoder)
 
 
-def remote_engines(models: dict[str, tuple[str, str]]) -> EngineFactory:
+def remote_engines(models: dict[str, tuple[str, str]], deployer: Deployer | None = None) -> EngineFactory:
     """The pool's engine factory on the ingress: each catalog version's engine is in the
-    replicas of its deployment (``models``: version key -> (deployment, application))."""
-    from ray import serve
+    replicas of its deployment (``models``: version key -> (deployment, application)); a model
+    added while serving gets an application of its own through ``deployer`` (None: this process
+    serves such models itself)."""
 
     def build(ref: ModelRef, settings: Settings, observer: EngineObserver) -> Engine:
         names = models.get(ref.key)
-        if names is None:
-            # a task with no replica form (none now; a new task before its remote form is
-            # written): this process serves it, as one process does
+        added = names is None
+        if added and (deployer is None or ref.spec.task not in RAY_TASKS):
             log.info("model %s (%s) is served by the ingress process, not by Ray Serve replicas", ref.key,
                      ref.spec.task.value)
             return build_engine(ref, settings, observer)
-        remote = Remote(serve.get_deployment_handle(*names), ref.spec.id, settings.ray_request_timeout_s, observer,
-                        direct=settings.ray_direct_calls)
-        return _REMOTE_FORMS.get(ref.spec.task, RemoteEncoder)(ref, remote)
+        if added:
+            names = deployer.names(ref)
+        remote = Remote(names, ref.spec.id, settings.ray_request_timeout_s, observer, direct=settings.ray_direct_calls)
+        form = _REMOTE_FORMS.get(ref.spec.task, RemoteEncoder)
+        return form(ref, remote, deployer, settings) if added else form(ref, remote)
 
     return build

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from inferd.backends.base import ImageBatchKey, ImageRequest
-from inferd.catalog import Catalog
+from inferd.catalog import ModelRef
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class ModelReplica:
-    async def __init__(self, key: str, catalog: Catalog, settings: Settings):  # type: ignore[misc]
+    async def __init__(self, ref: ModelRef, settings: Settings):  # type: ignore[misc]
         # Ray Serve awaits an async constructor on the replica's event loop, where the engine's
         # loops must run
         from ray import serve
@@ -44,7 +44,7 @@ class ModelReplica:
         os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads or os.cpu_count() or 1)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = RayMetrics(self.replica)
-        ref = next(r for r in catalog.refs() if r.key == key)
+        key = ref.key
         self.engine = build_engine(ref, settings, self.metrics)
         await self.engine.start()
         if self.engine.state is not EngineState.READY:

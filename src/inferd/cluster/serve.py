@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import threading
+import time
 from typing import Any
 
 from inferd.backends.vllm import tensor_parallel_size
@@ -36,7 +37,7 @@ NOMINAL_CPUS = 0.1  # what a replica without scaling.num_cpus asks Ray for: a ca
 
 
 def deployment_name(ref: ModelRef) -> str:
-    """A Serve deployment name for a catalog version (admin-written, made safe and unique)."""
+    """A Serve deployment name for a catalog version (made safe, and unique by the hash of its key)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.key)[:80]
     return f"model-{safe}-{hashlib.sha256(ref.key.encode()).hexdigest()[:8]}"
 
@@ -109,6 +110,64 @@ class CannotDeploy(ValueError):
     """A catalog entry inferd cannot serve on Ray Serve (said at start, before anything deploys)."""
 
 
+def model_application(ref: ModelRef, settings: Settings):
+    """A catalog version's Serve application: its ``ModelReplica`` deployment, bound."""
+    from ray import serve
+
+    if ref.spec.backend == "vllm" and tensor_parallel_size(dict(ref.spec.options)) > 1:
+        # vLLM's Ray executor in the replica's placement group: planned, not built (docs/scale-out.md)
+        raise CannotDeploy(f"model {ref.key}: tensor_parallel_size > 1 is not served on Ray Serve yet; serve it "
+                           "from one process (inferd serve) or with one GPU per replica (scaling.num_gpus: 1)")
+    replica = serve.deployment(ModelReplica).options(**deployment_options(ref))
+    return replica.bind(ref, replica_settings(settings, ref.spec.scaling))
+
+
+class ServeDeployer:
+    """Models added while serving (users' deployments, ``deployments.manager``) as Serve
+    applications of their own: replicas and autoscaling from their ``min_instances`` /
+    ``max_instances`` as the catalog's models get theirs. Deploying waits until the replicas are
+    up, or fails with Ray's reason (a replica that cannot load, or no room for one within
+    ``ray_request_timeout_s``)."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+
+    def names(self, ref: ModelRef) -> tuple[str, str]:
+        return deployment_name(ref), model_app_name(ref)
+
+    def deploy(self, ref: ModelRef, settings: Settings) -> None:
+        from ray import serve
+
+        name = model_app_name(ref)
+        serve.run_many([serve.RunTarget(model_application(ref, settings), name=name, route_prefix=None)],
+                       wait_for_applications_running=False)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            status = serve.status().applications.get(name)
+            state = str(getattr(status, "status", "")).rsplit(".", 1)[-1]
+            if state == "RUNNING":
+                return
+            if state in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(_reason(status))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"its replicas were not up within {self.timeout_s:.0f} s "
+                                   f"({_reason(status) or 'no room for them on the cluster?'})")
+            time.sleep(0.5)
+
+    def undeploy(self, ref: ModelRef) -> None:
+        from ray import serve
+
+        serve.delete(model_app_name(ref), _blocking=True)
+
+
+def _reason(status) -> str:
+    """What Serve says of an application that is not up (its deployments' messages first)."""
+    if status is None:
+        return "the application is gone"
+    messages = [d.message for d in getattr(status, "deployments", {}).values() if getattr(d, "message", "")]
+    return "; ".join(messages) or getattr(status, "message", "") or ""
+
+
 def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, str]]:
     """One Serve application per catalog version served on Ray, deployed together; returns each
     version's (deployment, application) names. Waits until their replicas are up."""
@@ -118,13 +177,7 @@ def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, 
     for ref in catalog.refs():
         if ref.spec.task not in RAY_TASKS:
             continue
-        if ref.spec.backend == "vllm" and tensor_parallel_size(dict(ref.spec.options)) > 1:
-            # vLLM's Ray executor in the replica's placement group: planned, not built (docs/scale-out.md)
-            raise CannotDeploy(f"model {ref.key}: tensor_parallel_size > 1 is not served on Ray Serve yet; serve it "
-                             "from one process (inferd serve) or with one GPU per replica (scaling.num_gpus: 1)")
-        replica = serve.deployment(ModelReplica).options(**deployment_options(ref))
-        app = replica.bind(ref.key, catalog, replica_settings(settings, ref.spec.scaling))
-        targets.append(serve.RunTarget(app, name=model_app_name(ref), route_prefix=None))
+        targets.append(serve.RunTarget(model_application(ref, settings), name=model_app_name(ref), route_prefix=None))
         models[ref.key] = (deployment_name(ref), model_app_name(ref))
     if targets:
         log.info("deploying %d models on Ray Serve (each loads in its replicas)", len(targets))
@@ -195,7 +248,9 @@ def _serve_here(settings: Settings, catalog: Catalog, models: dict[str, tuple[st
     from inferd.api import create_app
     from inferd.api.app import serve_http
 
-    app = create_app(settings, catalog, engines=remote_engines(models))
+    # users' deployments get Serve applications of their own (from this process, the one ingress)
+    deployer = ServeDeployer(settings.ray_request_timeout_s)
+    app = create_app(settings, catalog, engines=remote_engines(models, deployer))
     log.info("inferd on Ray Serve (%s): listening on http://%s:%d", settings.ray_address or "a local Ray",
              settings.host, settings.port)
     serve_http(app, settings)

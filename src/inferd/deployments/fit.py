@@ -12,12 +12,15 @@ given to other deployments; less ``memory_reserve_gib`` kept for the server itse
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -68,14 +71,19 @@ def estimate(path: Path, task: str, backend: str, options: dict[str, Any], max_b
 
 def count_parameters(path: Path) -> int:
     """Parameters in the weight files under ``path`` (safetensors and GGUF headers), 0 when
-    none of its files has a header that says."""
+    none of its files has a header that says, or one of them has a header that does not read (the
+    estimate then goes by the files' sizes, and loading says what is wrong with them)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     total = 0
     for file in files:
-        if file.suffix == ".safetensors":
-            total += _safetensors_parameters(file)
-        elif file.suffix == ".gguf":
-            total += _gguf_parameters(file)
+        try:
+            if file.suffix == ".safetensors":
+                total += _safetensors_parameters(file)
+            elif file.suffix == ".gguf":
+                total += _gguf_parameters(file)
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OSError) as exc:
+            log.warning("%s: its header does not read (%s); estimating by file sizes", file.name, exc)
+            return 0
     return total
 
 

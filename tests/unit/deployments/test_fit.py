@@ -42,3 +42,12 @@ def test_files_without_headers_count_by_size(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\0" * 4096)
     (tmp_path / "README.md").write_text("x" * 100)
     assert fit.estimate(tmp_path, "embeddings", "x", {}, 1, None).weights == 4096
+
+
+def test_weights_whose_header_does_not_read_count_by_size(tmp_path):
+    # zeros where the header's length and JSON go, and a length past any real header: the estimate
+    # goes by the files' sizes (loading then says what is wrong), never a server error
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 4096)
+    assert fit.estimate(tmp_path, "fill-mask", "x", {}, 1, None).weights == 4096
+    (tmp_path / "model.safetensors").write_bytes(b"\xff" * 4096)
+    assert fit.count_parameters(tmp_path) == 0
