@@ -119,8 +119,9 @@ class ModelReplica:
     async def transcribe(self, request: SpeechRequest) -> AsyncIterator[tuple[str, list[tuple[Transcribed, float]]]]:
         """Each chunk's text with the seconds of audio decoded so far (the ingress meters them)."""
         async def pieces():
-            async for piece in self.engine.transcribe(request):
-                yield piece, request.seconds
+            async with aclosing(self.engine.transcribe(request)) as chunks:  # closed with this: its work stops
+                async for piece in chunks:
+                    yield piece, request.seconds
 
         async for item in self._pumped(pieces()):
             yield item
