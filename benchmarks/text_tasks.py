@@ -35,11 +35,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -281,6 +284,17 @@ async def load(url: str, payloads: list[bytes], clients: int, rounds: int) -> di
     return {"texts_per_s": counted["texts"] / wall, "errors": counted["errors"], "wall_s": wall}
 
 
+def batch_totals(metrics_url: str, task: str) -> tuple[float, float, float]:
+    """(inputs, passes, seconds) the server's forward passes of ``bench/{task}`` add up to so far."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    totals = {"inferd_batch_size_sum": 0.0, "inferd_batch_size_count": 0.0, "inferd_batch_duration_seconds_sum": 0.0}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in totals and f'model="bench/{task}"' in rest:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["inferd_batch_size_sum"], totals["inferd_batch_size_count"], totals["inferd_batch_duration_seconds_sum"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASK_OF))
@@ -319,13 +333,22 @@ def main(argv=None) -> int:
                   + " texts/s", flush=True)
             rows[task].setdefault("in-process", []).append(result | {"when": label})
 
-    def serve(name: str, task: str, url: str, payloads: list[bytes]) -> None:
+    def serve(name: str, task: str, url: str, payloads: list[bytes], metrics: str | None = None) -> None:
         nonlocal failed
+        before = batch_totals(metrics, task) if metrics else None
         result = asyncio.run(load(url, payloads, args.clients, args.rounds))
+        if before is not None:  # how the server batched this load: inputs a pass, ms a pass
+            after = batch_totals(metrics, task)
+            passes = after[1] - before[1]
+            if passes:
+                result["mean_batch"] = round((after[0] - before[0]) / passes, 2)
+                result["mean_pass_ms"] = round(1000 * (after[2] - before[2]) / passes, 2)
         rows[task].setdefault(name + "_runs", []).append(result)
         rows[task][name] = result
         failed |= result["errors"] > 0
-        print(f"  {task:12s} {name}: {result['texts_per_s']:.0f} texts/s ({result['errors']} errors)", flush=True)
+        shape = (f", {result['mean_batch']} inputs a pass, {result['mean_pass_ms']} ms a pass"
+                 if "mean_batch" in result else "")
+        print(f"  {task:12s} {name}: {result['texts_per_s']:.0f} texts/s ({result['errors']} errors{shape})", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="inferd-bench-") as tmp:
         work = Path(tmp)
@@ -345,12 +368,17 @@ def main(argv=None) -> int:
                     ceiling(task, "before")
                     for repeat in range(args.repeats):  # inferd, then the in-process best batch again
                         serve("inferd", task, f"http://127.0.0.1:{port}/v1/inference/bench/{task}",
-                              [json.dumps(body(task, t)).encode() for t in texts])
+                              [json.dumps(body(task, t)).encode() for t in texts], f"http://127.0.0.1:{port}/metrics")
                         best = rows[task].get("in-process", [{}])[0].get("best_batch")
                         if best:
                             ceiling(task, f"after {repeat + 1}", (best,))
             finally:
                 stop_server(proc)
+                # the server's log (each model's start-up cost curve) beside the results
+                kept = REPO / ".bench" / "results" / f"text_tasks-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-inferd.log"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(work / "inferd.log", kept)
+                print(f"  inferd's log: {kept}", flush=True)
         if "infinity" in systems and "classify" in tasks:
             if not INFINITY_BIN.exists():
                 print("infinity: SKIPPED, the peer is not installed; `make bench-peers` installs it")
