@@ -164,6 +164,7 @@ class EncoderEngine(EncoderModel):
         self.fill_share = float(backend.fill_share)
         self._throughput = 0.0  # inputs/s, smoothed, for Retry-After
         self._cost: CostCurve | None = None  # forward-pass cost by size, measured at start-up
+        self._running = 0  # forward passes running now (of ``workers``)
         self._tasks: list[asyncio.Task] = []
         self.workers = max(1, workers)
         self._pools()
@@ -355,11 +356,14 @@ class EncoderEngine(EncoderModel):
             self._ready = [item for item in self._ready if item.job.alive]
             if not self._ready:
                 continue
+            # workers not running a pass (this one among them): with another one free, what is
+            # pending is cut for two passes side by side rather than one after the other
             batch, self._ready = cut_batch(
                 self._ready, _item_length, limits.max_batch_size, limits.max_batch_tokens, window,
-                cost=self._cost,
+                cost=self._cost, lanes=self.workers - self._running,
             )
             started = time.perf_counter()
+            self._running += 1
             try:
                 vectors = await loop.run_in_executor(self._forward_pool, self.backend.forward, [it.ids for it in batch])
             except asyncio.CancelledError:  # the engine is stopping: nobody waits forever
@@ -369,6 +373,8 @@ class EncoderEngine(EncoderModel):
             except Exception:  # noqa: BLE001 - find the input that broke it; the rest still answer
                 await self._forward_each(batch)
                 continue
+            finally:
+                self._running -= 1
             elapsed = time.perf_counter() - started
             self._deliver(batch, vectors)
             rate = len(batch) / max(elapsed, 1e-6)

@@ -73,6 +73,22 @@ def test_with_a_cost_similar_inputs_still_share_a_pass():
     assert len(batch) == 6
 
 
+def test_with_another_worker_idle_the_pending_inputs_split_into_two_passes_side_by_side():
+    from inferd.engine.batching import CostCurve
+
+    # one worker alone: 16 inputs in one pass beat two passes one after the other
+    curve = CostCurve([(1, 0.0101), (10_000, 1.01)])
+    batch, rest = cut_batch([16] * 16, ident, 32, 100_000, 64, cost=curve)
+    assert len(batch) == 16 and not rest
+    # another worker idle (lanes 2): the slower of two passes side by side is fastest when halved
+    batch, rest = cut_batch([16] * 16, ident, 32, 100_000, 64, cost=curve, lanes=2)
+    assert len(batch) == 8 and len(rest) == 8
+    # one input cannot be split; the oldest still goes first
+    assert cut_batch([16], ident, 32, 100_000, 64, cost=curve, lanes=2) == ([16], [])
+    batch, rest = cut_batch([40] + [16] * 5, ident, 32, 100_000, 64, cost=curve, lanes=2)
+    assert 40 in batch
+
+
 def test_calibrate_times_growing_batches():
     from inferd.engine.batching import calibrate
 
