@@ -354,15 +354,15 @@ class RemoteSpeech(RemoteEngine, SpeechModel):
 class RemoteSynthesis(RemoteEngine, SynthesisModel):
     """A text-to-speech model in a deployment's replicas: sentences' audio streams back."""
 
-    _voices: list[Voice]
-    _sample_rate: int
+    _voices: tuple[Voice, ...] = ()  # until a replica describes the model
+    _sample_rate: int = 0
 
     def _learn(self, facts: dict[str, Any]) -> None:
-        self._voices, self._sample_rate = facts["voices"], facts["sample_rate"]
+        self._voices, self._sample_rate = tuple(facts["voices"]), facts["sample_rate"]
 
     @property
     def voices(self) -> list[Voice]:
-        return self._voices
+        return list(self._voices)
 
     @property
     def sample_rate(self) -> int:
