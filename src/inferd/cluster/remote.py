@@ -423,7 +423,6 @@ def remote_engines(models: dict[str, tuple[str, str]], deployer: Deployer | None
         if added:
             names = deployer.names(ref)
         remote = Remote(names, ref.spec.id, settings.ray_request_timeout_s, observer, direct=settings.ray_direct_calls)
-        form = _REMOTE_FORMS.get(ref.spec.task, RemoteEncoder)
-        return form(ref, remote, deployer, settings) if added else form(ref, remote)
+        return _REMOTE_FORMS.get(ref.spec.task, RemoteEncoder)(ref, remote, deployer if added else None, settings)
 
     return build

@@ -44,14 +44,13 @@ class ModelReplica:
         os.environ["OMP_NUM_THREADS"] = str(settings.torch_threads or os.cpu_count() or 1)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = RayMetrics(self.replica)
-        key = ref.key
         self.engine = build_engine(ref, settings, self.metrics)
         await self.engine.start()
         if self.engine.state is not EngineState.READY:
             # Ray Serve retries the constructor, then marks the deployment unhealthy with this
-            raise RuntimeError(f"model {key} failed to load: {self.engine.error}")
+            raise RuntimeError(f"model {ref.key} failed to load: {self.engine.error}")
         freeze_heap()
-        log.info("replica %s of %s ready", self.replica, key)
+        log.info("replica %s of %s ready", self.replica, ref.key)
 
     def check_health(self) -> None:
         reason = self.engine.check()
@@ -94,13 +93,16 @@ class ModelReplica:
     async def embed_many(self, requests: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
         """Several requests' inputs (the ingress sends those of one turn together): each request's
         rows, or its error, batched by the engine with everything else in flight."""
-        results = await asyncio.gather(*(self.engine.embed(inputs) for inputs in requests), return_exceptions=True)
-        return self.replica, [_sendable(r) for r in results]
+        return await self._each(self.engine.embed(inputs) for inputs in requests)
 
     async def answer_many(self, requests: Sequence[tuple[Sequence[Any], Any, Any]]) -> tuple[str, list[Any]]:
         """Several requests' (inputs, finish, check) (``EncoderModel.answer``): each request's
         answer made here, where the backend's labels and post-processing are, or its error."""
-        results = await asyncio.gather(*(self.engine.answer(*r) for r in requests), return_exceptions=True)
+        return await self._each(self.engine.answer(*r) for r in requests)
+
+    async def _each(self, calls) -> tuple[str, list[Any]]:
+        """Several requests' calls at once (the engine batches them): each one's result, or its error."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
         return self.replica, [_sendable(r) for r in results]
 
     async def cut(self, texts: Sequence[str], limit: int) -> tuple[str, list[str]]:

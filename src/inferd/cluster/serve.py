@@ -165,7 +165,10 @@ def _reason(status) -> str:
     if status is None:
         return "the application is gone"
     messages = [d.message for d in getattr(status, "deployments", {}).values() if getattr(d, "message", "")]
-    return "; ".join(messages) or getattr(status, "message", "") or ""
+    message = "; ".join(messages) or getattr(status, "message", "") or ""
+    # Serve's message ends with the replica's traceback: its last line (the replica's own reason) first
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return f"{lines[-1]} ({lines[0]})" if len(lines) > 1 else message
 
 
 def deploy_models(settings: Settings, catalog: Catalog) -> dict[str, tuple[str, str]]:
