@@ -5,6 +5,7 @@ a failing request fails alone."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -37,6 +38,21 @@ class Failing(DiffusersBackend):
     def generate(self, key, requests, stop):
         if any(r.prompt == "boom" for r in requests):
             raise RuntimeError("cannot draw this")
+        return super().generate(key, requests, stop)
+
+
+class Held(DiffusersBackend):
+    """The real pipeline, which holds a batch with the prompt "hold" until ``release`` is set:
+    the queue tests know the batch is running, however fast or slow the machine."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def generate(self, key, requests, stop):
+        if any(r.prompt == "hold" for r in requests):
+            self.running.set()
+            assert self.release.wait(60)
         return super().generate(key, requests, stop)
 
 
@@ -88,20 +104,23 @@ async def test_a_failing_request_fails_alone(engine):
 
 
 async def test_full_queue_429_and_a_request_that_leaves_is_dropped():
-    engine = make(queue_size=2, max_batch_size=1)
+    engine = make(queue_size=2, max_batch_size=1, backend_class=Held)
     await engine.start()
+    backend = engine.backend
     try:
-        slow = ImageBatchKey("text", 256, 256, 6, 7.5)
+        key = ImageBatchKey("text", 64, 64, 2, 7.5)
         engine.observer.sizes.clear()
-        first = asyncio.create_task(engine.generate(slow, ImageRequest("first", 1, 1)))
-        await asyncio.sleep(0.3)  # running now
-        queued = [asyncio.create_task(engine.generate(slow, ImageRequest(f"q{i}", 1, i))) for i in range(2)]
+        first = asyncio.create_task(engine.generate(key, ImageRequest("hold", 1, 1)))
+        assert await asyncio.to_thread(backend.running.wait, 60)  # running now, off the queue
+        queued = [asyncio.create_task(engine.generate(key, ImageRequest(f"q{i}", 1, i))) for i in range(2)]
         await asyncio.sleep(0.05)
         with pytest.raises(Overloaded):
-            await engine.generate(slow, ImageRequest("one too many", 1, 9))
+            await engine.generate(key, ImageRequest("one too many", 1, 9))
         queued[0].cancel()
         await asyncio.gather(queued[0], return_exceptions=True)
+        backend.release.set()
         assert len(await first) == 1 and len(await queued[1]) == 1
         assert engine.observer.sizes == [1, 1]  # the cancelled request never ran
     finally:
+        backend.release.set()
         await engine.stop()
