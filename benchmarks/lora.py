@@ -7,7 +7,7 @@ on the base alone, on inferd and on vLLM's own multi-LoRA server side by side; a
 
 Both servers run SmolLM2-135M-Instruct (the fp32 checkpoint converted from the GGUF, in
 --dtype) with LoRA on (max 4 adapters in a batch, rank up to 16) and the same KV cache; the 4
-adapters are made here with PEFT (rank 8 on q/v, random weights). Each level: C streams of
+adapters are made here with PEFT (rank 8 on q/v, or --targets, random weights). Each level: C streams of
 --tokens new tokens (``ignore_eos``), all at once, after a warm-up level of the same shape.
 ``base`` sends every stream to the base model; ``mixed`` sends stream i to the base when
 i % 5 == 0 and to adapter i % 5 - 1 otherwise. ``mixed / base`` is what serving 4 adapters in
@@ -37,8 +37,8 @@ from generation import MODEL, PEERS, checkpoint, one_stream  # noqa: E402
 ADAPTERS = 4
 
 
-def make_adapters(base: Path, out: Path, count: int) -> list[Path]:
-    """``count`` PEFT LoRA adapters (rank 8 on q_proj/v_proj, random A and B) on ``base``."""
+def make_adapters(base: Path, out: Path, count: int, targets: list[str]) -> list[Path]:
+    """``count`` PEFT LoRA adapters (rank 8 on ``targets``, random A and B) on ``base``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -47,7 +47,7 @@ def make_adapters(base: Path, out: Path, count: int) -> list[Path]:
     for i in range(count):
         torch.manual_seed(100 + i)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        adapted = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+        adapted = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
                                                    init_lora_weights=False))
         adapted.save_pretrained(out / f"adapter-{i}")
         paths.append(out / f"adapter-{i}")
@@ -191,6 +191,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--kv-gib", type=float, default=2.0)
+    parser.add_argument("--targets", default="q_proj,v_proj",
+                        help="the projections the adapters change (all of SmolLM2's: "
+                        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (both servers)")
     args = parser.parse_args(argv)
     args.systems = args.systems.split(",")
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
     rows, failed = [], False
     with tempfile.TemporaryDirectory(prefix="inferd-lora-bench-") as tmp:
         work = Path(tmp)
-        adapters = make_adapters(checkpoint(), work, ADAPTERS) if {"inferd-lora", "vllm-lora"} & set(args.systems) \
+        adapters = make_adapters(checkpoint(), work, ADAPTERS, args.targets.split(",")) if {"inferd-lora", "vllm-lora"} & set(args.systems) \
             else []
         for name, run in (("inferd-lora", inferd_lora), ("vllm-lora", vllm_lora), ("deploy", deploy_timeline)):
             if name not in args.systems:

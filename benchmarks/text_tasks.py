@@ -20,7 +20,9 @@ The models (built once into .bench/cache where no checkpoint ships):
 In process: the model's own tokenizer (padding a batch) and forward pass (ONNX: the session;
 spaCy: ``nlp.pipe`` with only ``ner``; intents: encode + ``predict_proba``; text2text: ``generate``)
 on batches of 1, 4, 8, 16 and 32 texts; the best is the ceiling (target: inferd >= 0.85 of it for
-the transformers and ONNX backends). inferd: ``inferd serve`` with all the models, one task loaded at a
+the transformers and ONNX backends). Where the best is a batch larger than the clients (16 clients
+of one text never have more than 16 texts in flight), the ratio to the best batch of at most that
+many is printed beside it (text2text: generation keeps gaining up to batch 32). inferd: ``inferd serve`` with all the models, one task loaded at a
 time by the clients: --clients (16) clients, one warm-up request each, then --rounds (40) requests
 back to back each; --repeats (3) such loads per task, each followed by the in-process best batch
 again, each load's ratio taken over the in-process figures just before and after it, the median
@@ -412,6 +414,15 @@ def main(argv=None) -> int:
             row["inferd"] = {"texts_per_s": statistics.median(r["texts_per_s"] for r in row["inferd_runs"])}
             line = (f"  {task:12s} inferd / in process (batch {best}): {row['ratio']:.2f} "
                     f"({', '.join(f'{x:.2f}' for x in row['pairs'])})")
+            # C clients of one text each never have more than C texts in flight: the best batch a
+            # server can form is at most C (the sweep's rates scale the paired ratio to it)
+            sweep = runs[0]["rates"]
+            reachable = max((b for b in sweep if b <= args.clients), key=sweep.get, default=best)
+            if reachable != best:
+                row["reachable_batch"] = reachable
+                row["ratio_reachable"] = row["ratio"] * sweep[best] / sweep[reachable]
+                line += f"; vs batch {reachable} (the most {args.clients} clients have in flight): " \
+                        f"{row['ratio_reachable']:.2f}"
             if "infinity" in row:
                 line += f";  inferd / Infinity: {row['inferd']['texts_per_s'] / row['infinity']['texts_per_s']:.2f}"
             print(line)

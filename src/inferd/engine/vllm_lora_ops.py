@@ -8,6 +8,17 @@ an adapter get that adapter's delta. These versions group a batch's tokens by ad
 matrix product per adapter present (at most ``max_loras``), and leave tokens without an adapter
 untouched (a zero delta).
 
+The layers' common path, ``add_lora_linear`` (every projection of every layer, each step), is
+replaced as a whole: the per-slice ops cost ~20 small torch calls each, ~400 times a step — more
+than the base model's own decode step on a small model. ``add_lora_linear`` here does one shrink
+for all of a layer's slices and all adapter slots (x @ [A of every slot and slice]), zeroes each
+token's columns of the slots it does not use (a one-hot mask made once per step), and one expand
+per slice; a layer whose adapter weights are all zero (a module no loaded adapter targets: o_proj,
+the MLP for a q/v adapter) is skipped. The weights in that packed form are kept until vLLM loads
+or resets an adapter slot (``set_lora`` / ``reset_lora``, wrapped to say so). A layer costs a few
+calls whatever the number of adapters; the arithmetic is ``max_loras`` times the rank's (small
+beside the base projection).
+
 They are installed in vLLM's own processes (its engine core and workers, where the model runs)
 as a vLLM general plugin — the entry point ``vllm.general_plugins: inferd_lora_ops`` in
 pyproject.toml — when ``INFERD_VLLM_LORA_OPS=1``, which inferd's vLLM engine sets before it
@@ -17,7 +28,8 @@ starts vLLM (engine/vllm.py); another program using vLLM from this environment k
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -33,6 +45,147 @@ def register() -> None:
     for name, op in OPS.items():
         for target in (package, module, punica_cpu):
             setattr(target, name, op)
+    _install_fused(punica_cpu.PunicaWrapperCPU)
+
+
+def _install_fused(wrapper_class) -> None:
+    """``add_lora_linear`` on vLLM's CPU wrapper, the step's mask reset by ``update_metadata``,
+    and the packed weights dropped whenever a LoRA layer loads or resets a slot."""
+    import vllm.lora.layers as layers
+
+    if getattr(wrapper_class, "_inferd_fused", False):
+        return
+    original_update = wrapper_class.update_metadata
+
+    def update_metadata(self, *args, **kwargs):
+        original_update(self, *args, **kwargs)
+        self._inferd_mask = None
+
+    wrapper_class.update_metadata = update_metadata
+    wrapper_class.add_lora_linear = add_lora_linear
+    wrapper_class._inferd_fused = True
+    for layer_class in _subclasses(layers.BaseLayerWithLoRA):
+        for name in ("set_lora", "reset_lora"):
+            if name in vars(layer_class):
+                setattr(layer_class, name, _forgetting(getattr(layer_class, name)))
+
+
+def _subclasses(cls) -> list[type]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
+def _forgetting(method):
+    def wrapped(*args, **kwargs):
+        _PACKED.clear()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _PACKED.clear()
+    wrapped.__wrapped__ = method
+    return wrapped
+
+
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    """A layer's adapter weights for ``add_lora_linear``, for the slices some slot's weights make
+    live (a slice no loaded adapter targets costs nothing): ``slices[j]`` the slice's index in the
+    layer; ``shrink`` x [rows, in] -> [rows, live slices*slots*rank]; ``expand[j]`` [rows,
+    slots*rank] -> [rows, out of slice j]."""
+
+    slices: tuple[int, ...]
+    shrink: Callable[[torch.Tensor], torch.Tensor]
+    expand: tuple[Callable[[torch.Tensor], torch.Tensor], ...]
+    slots: int
+    rank: int
+
+
+def _matmul(weight: torch.Tensor, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x [rows, k] -> x @ weight ([k, n]). In bf16/fp16, vLLM's oneDNN GEMM on the weight packed
+    once (as vLLM runs the base projections: ~2x torch's matmul at these shapes); in float32,
+    torch's (the numbers of vLLM's own ops exactly)."""
+    weight = weight.to(dtype)
+    if dtype in (torch.bfloat16, torch.float16):
+        try:
+            from vllm import _custom_ops as ops
+
+            if ops._supports_onednn:
+                transposed = weight.T.contiguous()  # [n, k]; the handler takes its [k, n] view, as vLLM does
+                handler = ops.create_onednn_mm(transposed.T, 32)
+                return lambda x: ops.onednn_mm(handler, x.contiguous(), None)
+        except (ImportError, RuntimeError):  # no oneDNN in this build: torch's matmul
+            pass
+    weight = weight.contiguous()
+    return lambda x: x @ weight
+
+
+# id of a layer's lora_a_stacked tuple -> (the tuple, kept alive so its id is no other's; its
+# packed weights, None when all zero)
+_PACKED: dict[int, tuple[tuple, _Packed | None]] = {}
+
+
+def _packed(lora_a_stacked: tuple, lora_b_stacked: tuple, dtype: torch.dtype) -> _Packed | None:
+    """The packed weights of one layer, or None when every slice of every slot is zero."""
+    seen = _PACKED.get(id(lora_a_stacked))
+    if seen is not None and seen[0] is lora_a_stacked:
+        return seen[1]
+    a = [_weights(w) for w in lora_a_stacked]  # each [slots, rank, in]
+    b = [_weights(w) for w in lora_b_stacked]  # each [slots, out_i, rank]
+    slots, rank = a[0].shape[0], a[0].shape[1]
+    live = tuple(i for i, (ai, bi) in enumerate(zip(a, b, strict=True))
+                 if bool(torch.any(ai != 0)) and bool(torch.any(bi != 0)))
+    packed = None
+    if live:
+        # the shrink in float32 for a float32 model, else in its dtype with float32 sums (oneDNN): the
+        # rank-sized result is rounded to the model's dtype before the expand either way (vLLM's ops too)
+        shrink = torch.stack([a[i] for i in live]).reshape(len(live) * slots * rank, -1).T
+        expand = tuple(_matmul(b[i].transpose(1, 2).reshape(slots * rank, -1), dtype) for i in live)
+        packed = _Packed(live, _matmul(shrink, dtype), expand, slots, rank)
+    _PACKED[id(lora_a_stacked)] = (lora_a_stacked, packed)
+    return packed
+
+
+def _mask(wrapper, rows: int, slots: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """[rows, slots]: 1 where the token uses the slot; None when no token uses any. Made once a step
+    (``update_metadata`` resets it)."""
+    cached = getattr(wrapper, "_inferd_mask", None)
+    if cached is None or cached[0] != (rows, slots):
+        indices = wrapper.token_lora_indices[:rows]
+        mask = torch.zeros(rows, slots, dtype=torch.float32)
+        mask[: indices.shape[0]] = (indices.unsqueeze(1) == torch.arange(slots, device=indices.device)).float()
+        cached = wrapper._inferd_mask = ((rows, slots), {torch.float32: mask} if bool(mask.any()) else None)
+    if cached[1] is None:
+        return None
+    return cached[1].setdefault(dtype, cached[1][torch.float32].to(dtype))
+
+
+def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: tuple, lora_b_stacked: tuple,
+                    scale: float, output_slices: tuple[int, ...], *, buffer=None, **kwargs) -> None:
+    """y[:, slice i] += scale * (x @ A_i[slot].T) @ B_i[slot].T for each token's adapter slot; tokens
+    without one (-1) get nothing. vLLM's numbers: the rank-sized product is rounded to y's dtype
+    before the expand, which runs in y's dtype."""
+    if kwargs.get("add_inputs") is False:  # the delta alone (vLLM's two-stream form)
+        y.zero_()
+    packed = _packed(lora_a_stacked, lora_b_stacked, y.dtype)
+    if packed is None:
+        return
+    x = x.reshape(-1, x.shape[-1])
+    rows = x.shape[0]
+    shrink_dtype = torch.float32 if y.dtype == torch.float32 else y.dtype
+    mask = _mask(self, rows, packed.slots, shrink_dtype)
+    if mask is None:
+        return
+    out = y.view(-1, y.shape[-1])
+    every = packed.shrink(x.to(shrink_dtype)).view(rows, len(packed.slices), packed.slots, packed.rank)
+    every.mul_(mask.view(rows, 1, packed.slots, 1))
+    if scale != 1.0:
+        every.mul_(scale)
+    starts = [sum(output_slices[:i]) for i in range(len(output_slices))]
+    for j, i in enumerate(packed.slices):
+        size = output_slices[i]
+        out[:, starts[i]: starts[i] + size].add_(packed.expand[j](every[:, j].reshape(rows, -1).to(y.dtype))[:, :size])
 
 
 def _weights(stacked: torch.Tensor) -> torch.Tensor:
