@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     )
     memory_reserve_gib: float = Field(1.0, ge=0, description="memory a deployment must leave free for the server")
     max_deployments_per_account: int = Field(8, ge=0, description="live deployments one account may have")
+    deploy_sync_s: float = Field(
+        5.0, ge=0, description="how often this process follows what other processes on its database did to "
+        "deployments (made, stopped, started, changed, deleted there); 0: never (one process)"
+    )
 
     # --- Ray Serve (inferd serve --ray)
     ray_address: str | None = Field(

@@ -250,3 +250,54 @@ async def test_deployments_come_back_after_a_restart(tmp_path, models_root, mini
         assert (await h.client.get(f"/deploy/{kept['deploy_id']}")).json()["status"] == "stopped"
         r = await h.client.post("/v1/openai/embeddings", json={"model": "parked", "input": "x"})
         assert r.status_code == 503
+
+
+async def test_two_processes_on_one_database_follow_each_others_deployments(tmp_path, models_root, minilm_path):
+    """Two servers on one database (as several `inferd serve` processes or ingress replicas are):
+    what one deploys, stops, starts and deletes, the other serves, stops, starts and drops, within
+    a few of its sync rounds; each answers with its own engine."""
+    catalog = Catalog([ModelSpec(id="minilm", task="embeddings", backend="sentence-transformers",
+                                 source=str(minilm_path))])
+    settings = make_settings(tmp_path, deploy_paths=[models_root], deploy_llm_backend="transformers",
+                             deploy_sync_s=0.2)
+
+    async def until(check, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not await check():
+            assert time.monotonic() < deadline, "the other process did not follow"
+            await asyncio.sleep(0.1)
+
+    async for one in start_app(settings, catalog):
+        async for other in start_app(settings, catalog):
+            made = (await one.client.post("/deploy/llm", json={"model_name": "shared/tiny",
+                                                               "path": str(models_root / "tiny-a")})).json()
+            deploy_id = made["deploy_id"]
+            assert (await deployed(one.client, deploy_id))["status"] == "deployed"
+            expected = await answer(one.client, "shared/tiny")
+
+            async def served_there():
+                return (await chat(other.client, "shared/tiny")).status_code == 200
+
+            await until(served_there)
+            assert await answer(other.client, f"deploy_id:{deploy_id}") == expected
+            here, there = (h.state.pool.find(f"shared/tiny:{deploy_id}") for h in (one, other))
+            assert here is not None and there is not None and here is not there  # an engine of its own
+
+            assert (await one.client.post(f"/deploy/{deploy_id}/stop")).status_code == 200
+
+            async def stopped_there():
+                return (await chat(other.client, "shared/tiny")).status_code == 503
+
+            await until(stopped_there)
+            assert (await other.client.get(f"/deploy/{deploy_id}")).json()["status"] == "stopped"
+
+            assert (await one.client.post(f"/deploy/{deploy_id}/start")).status_code == 200
+            await until(served_there)
+
+            assert (await one.client.delete(f"/deploy/{deploy_id}")).status_code == 200
+
+            async def dropped_there():
+                return (await other.client.get(f"/deploy/{deploy_id}")).status_code == 404
+
+            await until(dropped_there)
+            assert (await chat(other.client, "shared/tiny")).status_code == 404

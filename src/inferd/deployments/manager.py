@@ -50,6 +50,8 @@ class Deployments:
         self._progress: dict[str, dict[str, Any]] = {}
         self._estimates: dict[str, int] = {}  # deploy id -> bytes it holds or is about to
         self._fit_lock = asyncio.Lock()
+        self._changing = asyncio.Lock()  # the API's changes and sync() one at a time
+        self._follower: asyncio.Task | None = None
 
     # --- start and stop with the server
 
@@ -60,18 +62,77 @@ class Deployments:
         for name in {row.model_name for row in self._rows.values()}:
             self._install(name)
         for row in list(self._rows.values()):
-            ref = self._ref(row)
-            if row.status == "stopped":
-                self.pool.hold(ref, _STOPPED)
-            elif row.status == "failed":
-                self.pool.hold(ref, row.fail_reason or "it failed", EngineState.FAILED)
-            else:
-                self._launch(row)
+            self._adopt(row)
         if self._rows:
             log.info("%d deployments restored", len(self._rows))
 
+    def _adopt(self, row: Deployment) -> None:
+        """A row this process did not make (a restart, another process): held as it stands, or brought up."""
+        ref = self._ref(row)
+        if row.status == "stopped":
+            self.pool.hold(ref, _STOPPED)
+        elif row.status == "failed":
+            self.pool.hold(ref, row.fail_reason or "it failed", EngineState.FAILED)
+        else:
+            self._launch(row)
+
     async def close(self) -> None:
+        await cancel(self._follower)
         await asyncio.gather(*(cancel(task) for task in list(self._tasks.values())))
+
+    def follow(self, interval_s: float) -> None:
+        """``sync()`` every ``interval_s`` seconds, while the server runs (0: never)."""
+        if interval_s > 0:
+            self._follower = asyncio.create_task(self._follow(interval_s), name="deployments:follow")
+
+    async def _follow(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+            except Exception:  # noqa: BLE001 - the database is away a moment: the next round tries again
+                log.exception("following the deployments in the database failed")
+
+    async def sync(self) -> None:
+        """Follow what other processes on this database did (several ``inferd serve`` processes,
+        ingress replicas): a deployment made there comes up here too, one stopped, started, changed
+        or deleted there is stopped, started, changed or dropped here. Each process loads its own
+        engine and writes the shared status as its bring-up goes (as at start, ``restore()``); this
+        process's own changes are already in its rows and are not done twice."""
+        async with self._changing:
+            live = {row.deploy_id: row for row in await self.store.list()}
+            names: set[str] = set()
+            for deploy_id, mine in list(self._rows.items()):
+                theirs = live.get(deploy_id)
+                if theirs is None:  # deleted there
+                    del self._rows[deploy_id]
+                    self._install(mine.model_name)
+                    await self._halt(mine)
+                    log.info("deployment %s (%s) was deleted by another process", deploy_id, mine.model_name)
+                    continue
+                if theirs.config != mine.config:
+                    mine.config = theirs.config
+                    names.add(mine.model_name)
+                if theirs.status == "stopped" and mine.status != "stopped":
+                    await self._halt(mine, Unloadable(self._ref(mine), _STOPPED, EngineState.STOPPED))
+                    mine.status = "stopped"
+                    names.add(mine.model_name)
+                    log.info("deployment %s (%s) was stopped by another process", deploy_id, mine.model_name)
+                elif (theirs.status in ("initializing", "deploying") and mine.status in ("stopped", "failed")
+                      and aware(theirs.updated_at) > aware(mine.updated_at)):  # started there after it ended here
+                    mine.status, mine.fail_reason, mine.updated_at = "initializing", None, theirs.updated_at
+                    self._launch(mine)
+                    log.info("deployment %s (%s) was started by another process", deploy_id, mine.model_name)
+            adopted = [row for deploy_id, row in live.items() if deploy_id not in self._rows]
+            for row in adopted:
+                self._rows[row.deploy_id] = row
+                names.add(row.model_name)
+            for name in names:
+                self._install(name)
+            for row in adopted:
+                self._adopt(row)
+                log.info("deployment %s (%s) was made by another process; it comes up here too", row.deploy_id,
+                         row.model_name)
 
     # --- the API
 
@@ -134,10 +195,11 @@ class Deployments:
         if local is not None:  # the weights are here: refuse now what cannot fit (409)
             async with self._fit_lock:
                 self._estimates[row.deploy_id] = await asyncio.to_thread(self._estimate, row, local)
-        await self.store.add(row)
-        self._rows[row.deploy_id] = row
-        self._install(name)
-        self._launch(row, token=hf.token if hf is not None else None)
+        async with self._changing:
+            await self.store.add(row)
+            self._rows[row.deploy_id] = row
+            self._install(name)
+            self._launch(row, token=hf.token if hf is not None else None)
         log.info("deployment %s: %s (%s, %s) from %s, for %s", row.deploy_id, name, task.value, backend, source,
                  account)
         return row
@@ -185,7 +247,7 @@ class Deployments:
         deploy_id = row.deploy_id
         progress = self._progress[deploy_id]
         try:
-            await self._set(row, status="deploying", fail_reason=None)
+            await self._set(row, _BRING_UP, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
             try:
                 path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings))
@@ -204,7 +266,8 @@ class Deployments:
                 return await self._fail(row, engine.error or "it failed to start")
             progress["stage"] = "deployed"
             progress["seconds"] = round(time.time() - progress["started_at"], 1)
-            await self._set(row, status="deployed")
+            if not await self._set(row, _BRING_UP, status="deployed"):
+                return  # stopped or deleted by another process meanwhile: sync() takes it down here
             self._install(row.model_name)  # the newest deployed version is the default now
             log.info("deployment %s (%s) is up in %.1f s", deploy_id, row.model_name, progress["seconds"])
         except asyncio.CancelledError:
@@ -222,13 +285,17 @@ class Deployments:
         self._estimates.pop(row.deploy_id, None)
         ref = self._ref(row)
         await self.pool.remove(ref.key, Unloadable(ref, reason, EngineState.FAILED))
-        await self._set(row, status="failed", fail_reason=reason[:2000])
+        await self._set(row, _BRING_UP, status="failed", fail_reason=reason[:2000])
 
-    async def _set(self, row: Deployment, **fields: Any) -> None:
-        await self.store.set(row.deploy_id, **fields)
+    async def _set(self, row: Deployment, unless: tuple[str, ...] = (), **fields: Any) -> bool:
+        """Change the row here and in the database; not where the database's status is one of
+        ``unless`` (False then)."""
+        if not await self.store.set(row.deploy_id, unless, **fields):
+            return False
         for key, value in fields.items():
             setattr(row, key, value)
         row.updated_at = utcnow()
+        return True
 
     def owned(self, deploy_id: str, account: str, admin: bool) -> Deployment:
         """A live deployment the caller may see (404 otherwise: another account's is not found either)."""
@@ -242,30 +309,35 @@ class Deployments:
 
     async def update(self, row: Deployment, settings: DeploySettings) -> Deployment:
         _check_bounds(settings)
-        scaling = {**row.config.get("scaling", {}), "min_instances": settings.min_instances,
-                   "max_instances": settings.max_instances}
-        await self._set(row, config={**row.config, "scaling": scaling})
-        self._install(row.model_name)
+        async with self._changing:
+            scaling = {**row.config.get("scaling", {}), "min_instances": settings.min_instances,
+                       "max_instances": settings.max_instances}
+            await self._set(row, config={**row.config, "scaling": scaling})
+            self._install(row.model_name)
         return row
 
     async def stop(self, row: Deployment) -> Deployment:
-        await self._halt(row, Unloadable(self._ref(row), _STOPPED, EngineState.STOPPED))
-        await self._set(row, status="stopped")
-        self._install(row.model_name)
+        async with self._changing:
+            await self._halt(row, Unloadable(self._ref(row), _STOPPED, EngineState.STOPPED))
+            await self._set(row, status="stopped")
+            self._install(row.model_name)
         return row
 
     async def start(self, row: Deployment) -> Deployment:
-        if row.status not in ("stopped", "failed"):
-            raise Conflict(f"Deployment {row.deploy_id} is {row.status}; only a stopped or failed one starts")
-        await self._set(row, status="initializing", fail_reason=None)
-        self._launch(row)
+        async with self._changing:
+            if row.status not in ("stopped", "failed"):
+                raise Conflict(f"Deployment {row.deploy_id} is {row.status}; only a stopped or failed one starts")
+            await self._set(row, status="initializing", fail_reason=None)
+            self._launch(row)
         return row
 
     async def delete(self, row: Deployment) -> Deployment:
-        del self._rows[row.deploy_id]
-        self._install(row.model_name)  # out of the catalog first: no request finds it from here on
-        await self._halt(row)
-        await self._set(row, status="deleted")
+        async with self._changing:
+            if self._rows.pop(row.deploy_id, None) is None:  # gone meanwhile (another process deleted it)
+                raise NotFound(f"No deployment {row.deploy_id!r}")
+            self._install(row.model_name)  # out of the catalog first: no request finds it from here on
+            await self._halt(row)
+            await self._set(row, status="deleted")
         return row
 
     async def _halt(self, row: Deployment, stand_in: Unloadable | None = None) -> None:
@@ -306,6 +378,8 @@ class Deployments:
 
 
 _STOPPED = "the deployment is stopped (POST /deploy/{id}/start starts it)"
+# a bring-up's own status changes do not overwrite a stop or delete another process made meanwhile
+_BRING_UP = ("stopped", "deleted")
 
 
 def _check_bounds(settings: DeploySettings) -> None:

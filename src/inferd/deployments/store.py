@@ -55,12 +55,17 @@ class DeploymentStore:
         async with self._db.sessions() as session:
             return int(await session.scalar(query) or 0)
 
-    async def set(self, deploy_id: str, **fields: Any) -> None:
+    async def set(self, deploy_id: str, unless: tuple[str, ...] = (), **fields: Any) -> bool:
+        """Change a row; not where its status is one of ``unless`` (False then: another process
+        stopped or deleted it meanwhile)."""
         fields["updated_at"] = utcnow()
         if fields.get("status") == "deleted":
             fields["deleted_at"] = fields["updated_at"]
+        query = update(Deployment).where(Deployment.deploy_id == deploy_id)
+        if unless:
+            query = query.where(Deployment.status.not_in(unless))
         async with self._db.sessions.begin() as session:
-            await session.execute(update(Deployment).where(Deployment.deploy_id == deploy_id).values(**fields))
+            return (await session.execute(query.values(**fields))).rowcount > 0
 
     async def usage(self, model: str, version: str) -> dict[str, int]:
         """What a deployment has served: requests (by status), tokens and cost, from the usage rows."""

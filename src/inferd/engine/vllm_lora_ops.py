@@ -9,15 +9,17 @@ matrix product per adapter present (at most ``max_loras``), and leave tokens wit
 untouched (a zero delta).
 
 The layers' common path, ``add_lora_linear`` (every projection of every layer, each step), is
-replaced as a whole: the per-slice ops cost ~20 small torch calls each, ~400 times a step — more
-than the base model's own decode step on a small model. ``add_lora_linear`` here does one shrink
-for all of a layer's slices and all adapter slots (x @ [A of every slot and slice]), zeroes each
-token's columns of the slots it does not use (a one-hot mask made once per step), and one expand
-per slice; a layer whose adapter weights are all zero (a module no loaded adapter targets: o_proj,
-the MLP for a q/v adapter) is skipped. The weights in that packed form are kept until vLLM loads
-or resets an adapter slot (``set_lora`` / ``reset_lora``, wrapped to say so). A layer costs a few
-calls whatever the number of adapters; the arithmetic is ``max_loras`` times the rank's (small
-beside the base projection).
+replaced as a whole: through the per-slice ops it costs ~14 calls a layer (q, k, v, o, gate, up,
+down; shrink and expand), ~400 a step, each with its own small torch calls — more than the base
+model's own decode step on a small model. ``add_lora_linear`` here does one shrink for all of a
+layer's live slices and all adapter slots (x @ [A of every slot and slice]), zeroes each token's
+columns of the slots it does not use (a one-hot mask made once a step), and one expand per live
+slice; a slice or layer whose adapter weights are all zero (a projection no loaded adapter
+targets: k, o and the MLP for q/v adapters) costs nothing. In bf16/fp16 both run on vLLM's own
+oneDNN GEMM with the weights packed once (as vLLM runs the base projections), in float32 on
+torch's matmul. The packed weights are kept until vLLM loads or resets an adapter slot
+(``set_lora`` / ``reset_lora``, wrapped to say so). The arithmetic is ``max_loras`` times the
+rank's (small beside the base projection at the usual 4-8 slots).
 
 They are installed in vLLM's own processes (its engine core and workers, where the model runs)
 as a vLLM general plugin — the entry point ``vllm.general_plugins: inferd_lora_ops`` in
