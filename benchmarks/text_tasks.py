@@ -421,8 +421,8 @@ def main(argv=None) -> int:
             if reachable != best:
                 row["reachable_batch"] = reachable
                 row["ratio_reachable"] = row["ratio"] * sweep[best] / sweep[reachable]
-                line += f"; vs batch {reachable} (the most {args.clients} clients have in flight): " \
-                        f"{row['ratio_reachable']:.2f}"
+                line += f"; vs batch {reachable} (the best of batches <= {args.clients}, the texts " \
+                        f"{args.clients} clients have in flight): {row['ratio_reachable']:.2f}"
             if "infinity" in row:
                 line += f";  inferd / Infinity: {row['inferd']['texts_per_s'] / row['infinity']['texts_per_s']:.2f}"
             print(line)
