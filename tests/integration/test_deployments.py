@@ -255,7 +255,7 @@ async def test_deployments_come_back_after_a_restart(tmp_path, models_root, mini
 async def test_two_processes_on_one_database_follow_each_others_deployments(tmp_path, models_root, minilm_path):
     """Two servers on one database (as several `inferd serve` processes or ingress replicas are):
     what one deploys, stops, starts and deletes, the other serves, stops, starts and drops, within
-    a few of its sync rounds; each answers with its own engine."""
+    a few of its sync rounds; each answers with its own engine on the same weights."""
     catalog = Catalog([ModelSpec(id="minilm", task="embeddings", backend="sentence-transformers",
                                  source=str(minilm_path))])
     settings = make_settings(tmp_path, deploy_paths=[models_root], deploy_llm_backend="transformers",
@@ -273,15 +273,18 @@ async def test_two_processes_on_one_database_follow_each_others_deployments(tmp_
                                                                "path": str(models_root / "tiny-a")})).json()
             deploy_id = made["deploy_id"]
             assert (await deployed(one.client, deploy_id))["status"] == "deployed"
-            expected = await answer(one.client, "shared/tiny")
 
             async def served_there():
                 return (await chat(other.client, "shared/tiny")).status_code == 200
 
             await until(served_there)
-            assert await answer(other.client, f"deploy_id:{deploy_id}") == expected
+            r = await chat(other.client, f"deploy_id:{deploy_id}")
+            assert r.status_code == 200, r.text
+            # an engine of its own, on the same weights (not the same answer: this random model's
+            # next-token distribution is nearly flat, and its greedy pick turns on rounding)
             here, there = (h.state.pool.find(f"shared/tiny:{deploy_id}") for h in (one, other))
-            assert here is not None and there is not None and here is not there  # an engine of its own
+            assert here is not None and there is not None and here is not there
+            assert there.ref.version.source == here.ref.version.source == f"path:{models_root / 'tiny-a'}"
 
             assert (await one.client.post(f"/deploy/{deploy_id}/stop")).status_code == 200
 

@@ -118,8 +118,10 @@ class Deployments:
                     mine.status = "stopped"
                     names.add(mine.model_name)
                     log.info("deployment %s (%s) was stopped by another process", deploy_id, mine.model_name)
-                elif (theirs.status in ("initializing", "deploying") and mine.status in ("stopped", "failed")
-                      and aware(theirs.updated_at) > aware(mine.updated_at)):  # started there after it ended here
+                elif (theirs.status in ("initializing", "deploying", "deployed")
+                      and mine.status in ("stopped", "failed") and aware(theirs.updated_at) > aware(mine.updated_at)):
+                    # started there after it ended here (maybe up there already: a small model is
+                    # deployed within one of these rounds)
                     mine.status, mine.fail_reason, mine.updated_at = "initializing", None, theirs.updated_at
                     self._launch(mine)
                     log.info("deployment %s (%s) was started by another process", deploy_id, mine.model_name)
