@@ -7,8 +7,8 @@ on the base alone, on inferd and on vLLM's own multi-LoRA server side by side; a
 
 Both servers run SmolLM2-135M-Instruct (the fp32 checkpoint converted from the GGUF, in
 --dtype) with LoRA on (max 4 adapters in a batch, rank up to 16) and the same KV cache; the 4
-adapters are made here with PEFT (rank 8 on q/v, or --targets, random weights). Each level: C streams of
---tokens new tokens (``ignore_eos``), all at once, after a warm-up level of the same shape.
+adapters are made here with PEFT (rank 8 on q/v, or --targets, random weights). Each level: C
+streams of --tokens new tokens (``ignore_eos``), all at once, after a warm-up level of the same shape.
 ``base`` sends every stream to the base model; ``mixed`` sends stream i to the base when
 i % 5 == 0 and to adapter i % 5 - 1 otherwise. ``mixed / base`` is what serving 4 adapters in
 the same batches costs. ``deploy``: a server with MiniLM only deploys SmolLM2 on vLLM over the
@@ -201,8 +201,8 @@ def main(argv=None) -> int:
     rows, failed = [], False
     with tempfile.TemporaryDirectory(prefix="inferd-lora-bench-") as tmp:
         work = Path(tmp)
-        adapters = make_adapters(checkpoint(), work, ADAPTERS, args.targets.split(",")) if {"inferd-lora", "vllm-lora"} & set(args.systems) \
-            else []
+        lora_systems = {"inferd-lora", "vllm-lora"} & set(args.systems)
+        adapters = make_adapters(checkpoint(), work, ADAPTERS, args.targets.split(",")) if lora_systems else []
         for name, run in (("inferd-lora", inferd_lora), ("vllm-lora", vllm_lora), ("deploy", deploy_timeline)):
             if name not in args.systems:
                 continue

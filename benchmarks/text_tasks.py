@@ -22,8 +22,8 @@ spaCy: ``nlp.pipe`` with only ``ner``; intents: encode + ``predict_proba``; text
 on batches of 1, 4, 8, 16 and 32 texts; the best is the ceiling (target: inferd >= 0.85 of it for
 the transformers and ONNX backends). Where the best is a batch larger than the clients (16 clients
 of one text never have more than 16 texts in flight), the ratio to the best batch of at most that
-many is printed beside it (text2text: generation keeps gaining up to batch 32). inferd: ``inferd serve`` with all the models, one task loaded at a
-time by the clients: --clients (16) clients, one warm-up request each, then --rounds (40) requests
+many is printed beside it (text2text: generation keeps gaining up to batch 32). inferd: ``inferd
+serve`` with all the models, one task loaded at a time by the clients: --clients (16) clients, one warm-up request each, then --rounds (40) requests
 back to back each; --repeats (3) such loads per task, each followed by the in-process best batch
 again, each load's ratio taken over the in-process figures just before and after it, the median
 of those the figure (this machine's speed drifts by tens of percent within minutes). Infinity (``make bench-peers``): ``infinity_emb v2`` on the

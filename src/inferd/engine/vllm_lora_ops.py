@@ -81,7 +81,6 @@ def _subclasses(cls) -> list[type]:
 
 def _forgetting(method):
     def wrapped(*args, **kwargs):
-        _PACKED.clear()
         try:
             return method(*args, **kwargs)
         finally:
@@ -93,11 +92,11 @@ def _forgetting(method):
 @dataclass(frozen=True, slots=True)
 class _Packed:
     """A layer's adapter weights for ``add_lora_linear``, for the slices some slot's weights make
-    live (a slice no loaded adapter targets costs nothing): ``slices[j]`` the slice's index in the
-    layer; ``shrink`` x [rows, in] -> [rows, live slices*slots*rank]; ``expand[j]`` [rows,
-    slots*rank] -> [rows, out of slice j]."""
+    live (a slice no loaded adapter targets costs nothing): ``columns[j]`` the output columns of
+    live slice j in the layer; ``shrink`` x [rows, in] -> [rows, live slices*slots*rank];
+    ``expand[j]`` [rows, slots*rank] -> [rows, its columns]."""
 
-    slices: tuple[int, ...]
+    columns: tuple[slice, ...]
     shrink: Callable[[torch.Tensor], torch.Tensor]
     expand: tuple[Callable[[torch.Tensor], torch.Tensor], ...]
     slots: int
@@ -128,7 +127,8 @@ def _matmul(weight: torch.Tensor, dtype: torch.dtype) -> Callable[[torch.Tensor]
 _PACKED: dict[int, tuple[tuple, _Packed | None]] = {}
 
 
-def _packed(lora_a_stacked: tuple, lora_b_stacked: tuple, dtype: torch.dtype) -> _Packed | None:
+def _packed(lora_a_stacked: tuple, lora_b_stacked: tuple, output_slices: tuple[int, ...],
+            dtype: torch.dtype) -> _Packed | None:
     """The packed weights of one layer, or None when every slice of every slot is zero."""
     seen = _PACKED.get(id(lora_a_stacked))
     if seen is not None and seen[0] is lora_a_stacked:
@@ -143,8 +143,11 @@ def _packed(lora_a_stacked: tuple, lora_b_stacked: tuple, dtype: torch.dtype) ->
         # the shrink in float32 for a float32 model, else in its dtype with float32 sums (oneDNN): the
         # rank-sized result is rounded to the model's dtype before the expand either way (vLLM's ops too)
         shrink = torch.stack([a[i] for i in live]).reshape(len(live) * slots * rank, -1).T
-        expand = tuple(_matmul(b[i].transpose(1, 2).reshape(slots * rank, -1), dtype) for i in live)
-        packed = _Packed(live, _matmul(shrink, dtype), expand, slots, rank)
+        starts = [sum(output_slices[:i]) for i in range(len(output_slices))]
+        columns = tuple(slice(starts[i], starts[i] + output_slices[i]) for i in live)
+        expand = tuple(_matmul(b[i][:, : output_slices[i]].transpose(1, 2).reshape(slots * rank, -1), dtype)
+                       for i in live)
+        packed = _Packed(columns, _matmul(shrink, dtype), expand, slots, rank)
     _PACKED[id(lora_a_stacked)] = (lora_a_stacked, packed)
     return packed
 
@@ -153,14 +156,12 @@ def _mask(wrapper, rows: int, slots: int, dtype: torch.dtype) -> torch.Tensor | 
     """[rows, slots]: 1 where the token uses the slot; None when no token uses any. Made once a step
     (``update_metadata`` resets it)."""
     cached = getattr(wrapper, "_inferd_mask", None)
-    if cached is None or cached[0] != (rows, slots):
+    if cached is None or cached[0] != (rows, slots, dtype):
         indices = wrapper.token_lora_indices[:rows]
-        mask = torch.zeros(rows, slots, dtype=torch.float32)
-        mask[: indices.shape[0]] = (indices.unsqueeze(1) == torch.arange(slots, device=indices.device)).float()
-        cached = wrapper._inferd_mask = ((rows, slots), {torch.float32: mask} if bool(mask.any()) else None)
-    if cached[1] is None:
-        return None
-    return cached[1].setdefault(dtype, cached[1][torch.float32].to(dtype))
+        mask = torch.zeros(rows, slots, dtype=dtype)
+        mask[: indices.shape[0]] = indices.unsqueeze(1) == torch.arange(slots, device=indices.device)
+        cached = wrapper._inferd_mask = ((rows, slots, dtype), mask if bool(mask.any()) else None)
+    return cached[1]
 
 
 def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: tuple, lora_b_stacked: tuple,
@@ -170,24 +171,21 @@ def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: tupl
     before the expand, which runs in y's dtype."""
     if kwargs.get("add_inputs") is False:  # the delta alone (vLLM's two-stream form)
         y.zero_()
-    packed = _packed(lora_a_stacked, lora_b_stacked, y.dtype)
+    packed = _packed(lora_a_stacked, lora_b_stacked, tuple(output_slices), y.dtype)
     if packed is None:
         return
     x = x.reshape(-1, x.shape[-1])
     rows = x.shape[0]
-    shrink_dtype = torch.float32 if y.dtype == torch.float32 else y.dtype
-    mask = _mask(self, rows, packed.slots, shrink_dtype)
+    mask = _mask(self, rows, packed.slots, y.dtype)
     if mask is None:
         return
     out = y.view(-1, y.shape[-1])
-    every = packed.shrink(x.to(shrink_dtype)).view(rows, len(packed.slices), packed.slots, packed.rank)
+    every = packed.shrink(x.to(y.dtype)).view(rows, len(packed.columns), packed.slots, packed.rank)
     every.mul_(mask.view(rows, 1, packed.slots, 1))
     if scale != 1.0:
         every.mul_(scale)
-    starts = [sum(output_slices[:i]) for i in range(len(output_slices))]
-    for j, i in enumerate(packed.slices):
-        size = output_slices[i]
-        out[:, starts[i]: starts[i] + size].add_(packed.expand[j](every[:, j].reshape(rows, -1).to(y.dtype))[:, :size])
+    for j, columns in enumerate(packed.columns):
+        out[:, columns].add_(packed.expand[j](every[:, j].reshape(rows, -1)))
 
 
 def _weights(stacked: torch.Tensor) -> torch.Tensor:
