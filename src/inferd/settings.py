@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     max_deployments_per_account: int = Field(8, ge=0, description="live deployments one account may have")
     deploy_sync_s: float = Field(
         5.0, ge=0, description="how often this process follows what other processes on its database did to "
-        "deployments (made, stopped, started, changed, deleted there); 0: never (one process)"
+        "deployments (made, stopped, started, changed, deleted there) and LoRA adapters (made, changed, "
+        "deleted); 0: never (one process)"
     )
 
     # --- Ray Serve (inferd serve --ray)

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from tests.audio import SENTENCES, speak, word_error_rate
-from tests.conftest import TEST_CACHE
+from tests.conftest import TEST_CACHE, build_adapter
 from tests.e2e.conftest import RemoteServer, default_models, write_catalog
 from tests.text import build_tiny_text_model
 from tests.vision import encoded, photo
@@ -82,7 +82,13 @@ def fill_mask_dir(minilm_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir):
+def adapter(tmp_path_factory, smollm2_dir) -> tuple[Path, Path]:
+    """A PEFT adapter on SmolLM2 (random LoRA weights) and PEFT's merged model of it."""
+    return build_adapter(smollm2_dir, tmp_path_factory.mktemp("ray-adapters") / "tone")
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir, smollm2_dir, adapter):
     root = tmp_path_factory.mktemp("ray")
     minilm, reranker = default_models("embeddings")[0], default_models("reranker")[0]
     scaled = {**minilm, "id": SCALED, "aliases": [],
@@ -101,7 +107,8 @@ def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir):
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2",
                                # a replica that cannot load is tried once, not 3 times, before Serve gives up
                                "RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT": "1",
-                               "INFERD_DEPLOY_PATHS": json.dumps([str(fill_mask_dir.parent), str(root)])})
+                               "INFERD_DEPLOY_PATHS": json.dumps([str(fill_mask_dir.parent), str(root),
+                                                                  str(smollm2_dir), str(adapter[0])])})
     try:
         yield server.wait_ready(timeout=600)
     finally:
@@ -237,6 +244,54 @@ def test_a_users_deployment_gets_replicas_of_its_own_and_they_go_with_it(ray_ser
     r = httpx.post(f"{ray_server.base_url}/v1/inference/my-broken-fill", json={"input": "Where is my [MASK]?"},
                    headers=headers, timeout=60)
     assert r.status_code == 503 and "Ray Serve" in r.text
+
+
+def test_an_adapter_on_a_base_in_replicas_answers_as_the_merged_model(ray_server, smollm2_dir, adapter):
+    """A LoRA adapter on a vLLM deployment served by Ray Serve replicas: loaded into a replica when
+    made, then named by each request (a replica loads it on its first such request); it answers
+    token for token as PEFT's merged model does."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    headers, base_url = ray_server.headers(), ray_server.base_url
+    r = httpx.post(f"{base_url}/deploy/llm", headers=headers, timeout=30, json={
+        "model_name": "ray/smol", "path": str(smollm2_dir), "max_batch_size": 8,
+        "extra_args": {"backend": "vllm", "enable_lora": True, "dtype": "float32", "kv_cache_gib": 0.5,
+                       "context_length": 2048}})
+    assert r.status_code == 200, r.text
+    deploy_id = r.json()["deploy_id"]
+    try:
+        assert _deployed(ray_server, deploy_id)["status"] == "deployed"
+        assert len(replicas("ray/smol")) == 1
+        r = httpx.post(f"{base_url}/v1/lora/create", headers=headers, timeout=60, json={
+            "lora_name": "ray-tone", "base_model": "ray/smol", "path": str(adapter[0])})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 120
+        while (seen := httpx.get(f"{base_url}/v1/lora/ray-tone/status", headers=headers).json())["status"] == "deploying":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert seen["status"] == "deployed", seen
+
+        def greedy(model: str) -> str:
+            r = httpx.post(f"{base_url}/v1/openai/chat/completions", headers=headers, timeout=120, json={
+                "model": model, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0, "max_tokens": 24})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        tokenizer = AutoTokenizer.from_pretrained(adapter[1])
+        merged = AutoModelForCausalLM.from_pretrained(adapter[1], dtype=torch.float32)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = merged.generate(**prompt, max_new_tokens=24, do_sample=False)
+        expected = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert greedy("ray-tone") == greedy("ray/smol:ray-tone") == expected
+        assert greedy("ray/smol") != expected  # the base answers as itself
+        assert httpx.delete(f"{base_url}/v1/lora/ray-tone", headers=headers, timeout=60).json()["status"] == "deleted"
+    finally:
+        httpx.delete(f"{base_url}/deploy/{deploy_id}", headers=headers, timeout=60)
+    wait_for(lambda: not replicas("ray/smol"), 60, "the deployment's replicas end with it")
 
 
 def _deployed(server: RemoteServer, deploy_id: str) -> dict:

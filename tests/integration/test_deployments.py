@@ -15,6 +15,7 @@ import pytest
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
 from tests.conftest import build_tiny_lm, client_for, make_settings, start_app
+from tests.hub import hub_stand_in
 from tests.text import build_tiny_text_model
 
 CHAT = "/v1/openai/chat/completions"
@@ -204,6 +205,47 @@ async def test_failures_say_why(app, models_root, tmp_path):
     assert r.status_code == 400 and "backend" in r.text
     for d in (await app.client.get("/deploy/list")).json():
         await app.client.delete(f"/deploy/{d['deploy_id']}")
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path, models_root):
+    """A hub stand-in serving tiny-a as ``inferd-test/tiny``, slowly enough (a 64 KiB chunk each
+    20 ms) to watch the download; huggingface_hub pointed at it, with an empty cache."""
+    import huggingface_hub.constants as constants
+
+    with hub_stand_in({"inferd-test/tiny": models_root / "tiny-a"}, chunk_delay_s=0.02) as url:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)  # (10 MiB: tiny-a in one update)
+        yield url
+
+
+async def test_a_hub_deployment_shows_its_download_as_it_runs(app, hub, models_root):
+    files = [p for p in (models_root / "tiny-a").rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    assert max(p.stat().st_size for p in files) > 20 * (64 << 10)  # a download of many chunks
+    r = await app.client.post("/deploy/llm", json={"model_name": "team/from-hub", "hf": {"repo": "inferd-test/tiny"}})
+    assert r.status_code == 200, r.text
+    deploy_id = r.json()["deploy_id"]
+    seen = []
+    deadline = time.monotonic() + 120
+    while (now := (await app.client.get(f"/deploy/{deploy_id}")).json())["status"] in ("initializing", "deploying"):
+        assert time.monotonic() < deadline
+        seen.append(now["progress"] or {})
+        await asyncio.sleep(0.05)
+    assert now["status"] == "deployed", now
+    during = [p for p in seen if p.get("stage") == "fetching weights" and "bytes_downloaded" in p]
+    assert any(0 < p["bytes_downloaded"] < size for p in during), during  # seen part way
+    # (the total grows as the files start, up to 8 at once; bytes only ever grow)
+    for key in ("bytes_downloaded", "bytes_to_download"):
+        assert [p[key] for p in during] == sorted(p[key] for p in during)
+    assert all(p["bytes_downloaded"] <= p["bytes_to_download"] <= size for p in during)
+    after = [p for p in seen if p.get("stage") == "loading weights and starting the runtime"]
+    assert all(p["bytes_downloaded"] == p["bytes_to_download"] == size for p in after)
+    assert (await chat(app.client, "team/from-hub")).status_code == 200
+    assert (await app.client.delete(f"/deploy/{deploy_id}")).status_code == 200
 
 
 async def test_another_account_neither_sees_nor_calls_a_private_deployment(app, models_root):

@@ -39,7 +39,7 @@ def lora_catalog(smollm2_dir, adapters_root) -> Catalog:
 
 @pytest.fixture(scope="module")
 def lora_settings(tmp_path_factory, adapters_root):
-    return make_settings(tmp_path_factory.mktemp("lora"), deploy_paths=[adapters_root["root"]])
+    return make_settings(tmp_path_factory.mktemp("lora"), deploy_paths=[adapters_root["root"]], deploy_sync_s=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +176,56 @@ async def test_bad_adapters_and_rights(lora, adapters_root, tmp_path):
     assert (await lora.client.get("/v1/lora/admins-lora")).status_code == 404
 
 
-async def test_adapters_come_back_when_the_server_starts_again(lora, lora_settings, smollm2_dir, adapters_root):
+async def test_adapters_come_back_at_start_and_two_processes_follow_each_other(lora, lora_settings, smollm2_dir,
+                                                                                  adapters_root):
     if "my-lora" not in lora.state.catalog:
         await lora.client.post("/v1/lora/create", json={"lora_name": "my-lora", "base_model": "smol",
                                                         "path": str(adapters_root["adapter"])})
         await ready(lora.client, "my-lora")
     before = await greedy(lora.client, "my-lora")
-    # a second server on the same database: what a restart finds
+    # a second server on the same database: what a restart finds, and what a second process
+    # (another `inferd serve`, an ingress replica) follows while both run
     async for again in start_app(lora_settings, lora_catalog(smollm2_dir, adapters_root)):
         assert (await ready(again.client, "my-lora"))["status"] == "deployed"
         assert await greedy(again.client, "my-lora") == before
         assert await greedy(again.client, "smol:my-lora") == before
+
+        async def until(check, timeout=60):
+            deadline = time.monotonic() + timeout
+            while not await check():
+                assert time.monotonic() < deadline, "the other process did not follow"
+                await asyncio.sleep(0.1)
+
+        body = {"lora_name": "later", "base_model": "smol", "path": str(adapters_root["others"][0])}
+        assert (await again.client.post("/v1/lora/create", json=body)).status_code == 200
+        assert (await ready(again.client, "later"))["status"] == "deployed"
+        # the name is taken on every process at once (the database says so before a sync)
+        assert (await lora.client.post("/v1/lora/create", json=body)).status_code == 409
+
+        async def served_here():
+            r = await lora.client.post(CHAT, json={"model": "later", "messages": QUESTION, "max_tokens": 2})
+            return r.status_code == 200
+
+        await until(served_here)
+        assert await greedy(lora.client, "later") == await greedy(again.client, "later")
+        base = lora.state.pool.get("smol")
+        later_id = lora.state.adapters.adapters.owned("later", "admin", True).id
+        assert later_id in await base._llm.list_loras()  # in this process's vLLM
+
+        assert (await lora.client.patch("/v1/lora/later", json={"description": "changed there"})).status_code == 200
+
+        async def changed_there():
+            return (await again.client.get("/v1/lora/later")).json()["description"] == "changed there"
+
+        await until(changed_there)
+
+        assert (await again.client.delete("/v1/lora/later")).status_code == 200
+
+        async def dropped_here():
+            return (await lora.client.get("/v1/lora/later")).status_code == 404
+
+        await until(dropped_here)
+        assert later_id not in await base._llm.list_loras()  # unloaded here too
+        r = await lora.client.post(CHAT, json={"model": "later", "messages": QUESTION})
+        assert r.status_code == 404
+        assert await greedy(lora.client, "my-lora") == before  # the others are untouched

@@ -114,7 +114,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None, engines: Engi
         state.pool.start()
         await state.deploys.deployments.restore()
         await state.adapters.adapters.restore()  # after the deployments: their bases may be deployments
-        state.deploys.deployments.follow(settings.deploy_sync_s)  # other processes' changes, from the database
+        # other processes' changes, from the database
+        state.deploys.deployments.follow(settings.deploy_sync_s, state.adapters.adapters.sync)
         log.info("inferd %s listening on http://%s:%d (docs at /docs)", __version__, settings.host, settings.port)
         try:
             yield

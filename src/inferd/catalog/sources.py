@@ -12,17 +12,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 
 class SourceError(Exception):
     """The source cannot be resolved; the message says why."""
 
 
-def resolve_source(source: str, token: str | None = None) -> Path:
-    """``token``: a Hugging Face token for a gated or private repository (hf: sources only)."""
+def resolve_source(source: str, token: str | None = None, progress: Any = None) -> Path:
+    """``token``: a Hugging Face token for a gated or private repository (hf: sources only);
+    ``progress``: the tqdm class a download reports its bytes to (huggingface_hub's bars when None)."""
     scheme, _, rest = source.partition(":")
     if scheme == "hf" and rest:
-        return _resolve_hf(rest, token)
+        return _resolve_hf(rest, token, progress)
     if scheme == "pkg" and rest:
         return _resolve_package(rest)
     if scheme == "path" and rest:
@@ -30,7 +32,7 @@ def resolve_source(source: str, token: str | None = None) -> Path:
     return _resolve_path(source)
 
 
-def _resolve_hf(spec: str, token: str | None = None) -> Path:
+def _resolve_hf(spec: str, token: str | None = None, progress: Any = None) -> Path:
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1:
         raise SourceError(f"hf source {spec!r} must be 'org/name[@revision]'")
@@ -38,7 +40,7 @@ def _resolve_hf(spec: str, token: str | None = None) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None, token=token or None))
+        return Path(snapshot_download(repo_id, revision=revision or None, token=token or None, tqdm_class=progress))
     except LocalEntryNotFoundError as exc:
         raise SourceError(
             f"{repo_id}@{revision or 'main'} is not in the Hugging Face cache and the hub "

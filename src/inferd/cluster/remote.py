@@ -30,7 +30,7 @@ from inferd.backends.base import ImageBatchKey, ImageRequest, Voice, count_promp
 from inferd.catalog import ModelRef, Task
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
-from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
+from inferd.engine.generation import Adapter, GenerationEngine, GenerationRequest, SequenceDelta
 from inferd.engine.images import ImageModel, Picture
 from inferd.engine.pool import EngineFactory, build_engine
 from inferd.engine.speech import SpeechModel, SpeechRequest, Transcribed
@@ -326,6 +326,18 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
         stream = self._live.pop(request_id, None)
         if stream is not None:
             await stream.aclose()
+
+    async def add_adapter(self, adapter: Adapter) -> None:
+        """Load a LoRA adapter in one replica (a bad one fails here, with vLLM's reason). Every
+        request with it names it (``GenerationRequest.adapter``: its id and directory), so each
+        replica — those Serve starts later too — loads it on its first such request, as vLLM
+        reloads an adapter it evicted; its directory must be on the replicas' machines."""
+        await self.remote.call("add_adapter", adapter)
+
+    async def remove_adapter(self, adapter: Adapter) -> None:
+        """Out of the replica that answers; the others drop it as vLLM evicts (``max_cpu_loras``):
+        no request names it again."""
+        await self.remote.call("remove_adapter", adapter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from inferd.catalog import ModelRef
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
-from inferd.engine.generation import GenerationEngine, GenerationRequest, SequenceDelta
+from inferd.engine.generation import Adapter, GenerationEngine, GenerationRequest, SequenceDelta
 from inferd.engine.images import ImageEngine, Picture
 from inferd.engine.pool import build_engine, freeze_heap
 from inferd.engine.speech import SpeechEngine, SpeechRequest, Transcribed
@@ -115,6 +115,14 @@ class ModelReplica:
         engine's stream: the engine stops the request."""
         async for item in self._pumped(self.engine.generate(request)):
             yield item
+
+    async def add_adapter(self, adapter: Adapter) -> tuple[str, None]:
+        await self.engine.add_adapter(adapter)
+        return self.replica, None
+
+    async def remove_adapter(self, adapter: Adapter) -> tuple[str, None]:
+        await self.engine.remove_adapter(adapter)
+        return self.replica, None
 
     # --- speech, synthesis and images
 

@@ -44,18 +44,44 @@ class Adapters:
         self.settings = settings
         self._rows: dict[str, LoraAdapter] = {}  # lora name -> row (live ones)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._changing = asyncio.Lock()  # the API's changes and sync() one at a time
 
     async def restore(self) -> None:
+        for row in await self._live():
+            self._adopt(row)
+
+    async def _live(self) -> list[LoraAdapter]:
         async with self._db.sessions() as session:
-            rows = list(await session.scalars(select(LoraAdapter).where(LoraAdapter.status != "deleted")
+            return list(await session.scalars(select(LoraAdapter).where(LoraAdapter.status != "deleted")
                                               .order_by(LoraAdapter.id)))
-        for row in rows:
-            self._rows[row.lora_name] = row
-            self._install(row)
-            if row.status == "failed":
-                self.pool.hold(self._ref(row), row.fail_reason or "it failed", EngineState.FAILED)
-            else:
-                self._launch(row, None)
+
+    def _adopt(self, row: LoraAdapter) -> None:
+        """An adapter this process did not make (a restart, another process): loaded into its base here."""
+        self._rows[row.lora_name] = row
+        self._install(row)
+        if row.status == "failed":
+            self.pool.hold(self._ref(row), row.fail_reason or "it failed", EngineState.FAILED)
+        else:
+            self._launch(row, None)
+
+    async def sync(self) -> None:
+        """Follow what other processes on this database did (as ``Deployments.sync``, after it: an
+        adapter's base may be a deployment): an adapter made there is loaded into its base here, one
+        deleted there is unloaded here, a changed description or privacy is taken over."""
+        async with self._changing:
+            live = {row.lora_name: row for row in await self._live()}
+            for name, mine in list(self._rows.items()):
+                theirs = live.get(name)
+                if theirs is None or theirs.id != mine.id:  # deleted there (and maybe made again)
+                    await self._unload(mine)
+                    log.info("adapter %s was deleted by another process", name)
+                elif theirs.config != mine.config:
+                    mine.config = theirs.config
+                    self._install(mine)
+            for name, row in live.items():
+                if name not in self._rows:
+                    self._adopt(row)
+                    log.info("adapter %s was made by another process; it is loaded here too", name)
 
     async def close(self) -> None:
         await asyncio.gather(*(cancel(task) for task in list(self._tasks.values())))
@@ -65,8 +91,13 @@ class Adapters:
     async def create(self, account: str, admin: bool, body: LoraIn) -> LoraAdapter:
         if not body.private and not admin:
             raise Forbidden("Only admins make public adapters (`private: false`)")
+        async with self._changing:
+            return await self._create(account, admin, body)
+
+    async def _create(self, account: str, admin: bool, body: LoraIn) -> LoraAdapter:
         name = body.lora_name
-        if name in self._rows or name in self.catalog or self.catalog.is_alias(name) or name.startswith("deploy/"):
+        if (name in self._rows or name in self.catalog or self.catalog.is_alias(name) or name.startswith("deploy/")
+                or await self._taken(name)):
             raise Conflict(f"The name {name!r} is taken; choose another")
         base = self.catalog.resolve(body.base_model, viewer=Viewer(account, admin))
         if base.spec.options.get("lora_base"):
@@ -87,6 +118,12 @@ class Adapters:
         self._install(row)
         self._launch(row, body.hf.token if body.hf is not None else None)
         return row
+
+    async def _taken(self, name: str) -> bool:
+        """Whether another process made a live adapter of this name (not followed here yet)."""
+        async with self._db.sessions() as session:
+            return await session.scalar(select(LoraAdapter.id).where(LoraAdapter.lora_name == name,
+                                                                     LoraAdapter.status != "deleted")) is not None
 
     def _launch(self, row: LoraAdapter, token: str | None) -> None:
         self.pool.hold(self._ref(row), "the adapter is loading; retry shortly", EngineState.LOADING)
@@ -122,7 +159,8 @@ class Adapters:
         while asyncio.get_running_loop().time() < deadline:
             engine = self.pool.find(row.config["base_key"])
             if engine is not None and engine.state is EngineState.READY:
-                # a base that cannot take adapters here (on Ray Serve, in a replica): not served
+                # (vLLM here, or in Ray Serve replicas: cluster/remote.py; an engine without
+                # adapters cannot serve one)
                 return engine if hasattr(engine, "add_adapter") else None
             if engine is None or engine.state in (EngineState.FAILED, EngineState.STOPPED):
                 return None
@@ -138,7 +176,9 @@ class Adapters:
         if status == "deleted":
             values["deleted_at"] = values["updated_at"]
         async with self._db.sessions.begin() as session:
-            await session.execute(update(LoraAdapter).where(LoraAdapter.id == row.id).values(**values))
+            # a deleted row stays deleted (another process's bring-up must not bring it back)
+            await session.execute(update(LoraAdapter).where(LoraAdapter.id == row.id, LoraAdapter.status != "deleted")
+                                  .values(**values))
         for key, value in values.items():
             setattr(row, key, value)
 
@@ -166,24 +206,33 @@ class Adapters:
             if not body.private and not admin:
                 raise Forbidden("Only admins make adapters public")
             config["private"] = body.private
-        row.config = config
-        await self._set(row, row.status, row.fail_reason)
-        self._install(row)
+        async with self._changing:
+            row.config = config
+            await self._set(row, row.status, row.fail_reason)
+            self._install(row)
         return row
 
     async def delete(self, row: LoraAdapter) -> LoraAdapter:
+        async with self._changing:
+            if self._rows.get(row.lora_name) is not row:  # gone meanwhile (another process deleted it)
+                raise NotFound(f"No LoRA adapter {row.lora_name!r}")
+            await self._unload(row)
+            await self._set(row, "deleted", None)
+        return row
+
+    async def _unload(self, row: LoraAdapter) -> None:
+        """Out of this process: its catalog entry first (no request finds it from here on), its
+        engine, its weights in its base's engine."""
         await cancel(self._tasks.pop(row.lora_name, None))
         ref = self._ref(row)
         del self._rows[row.lora_name]
-        self.catalog.uninstall(row.lora_name)  # out of the catalog first: no request finds it from here on
+        self.catalog.uninstall(row.lora_name)
         engine = self.pool.find(ref.key)
         await self.pool.remove(ref.key)
         if isinstance(engine, AdapterEngine):
             base = self.pool.find(row.config["base_key"])
             if base is not None and base.state is EngineState.READY and hasattr(base, "remove_adapter"):
                 await base.remove_adapter(engine.adapter)
-        await self._set(row, "deleted", None)
-        return row
 
     # --- the catalog entry
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from inferd.accounts.models import Deployment, aware, utcnow
 from inferd.catalog import Catalog, Limits, ModelRef, ModelSpec, Scaling, Task, VersionSpec
 from inferd.catalog.sources import SourceError, resolve_source
 from inferd.deployments import fit
+from inferd.deployments.download import Download
 from inferd.deployments.store import DeploymentStore, new_deploy_id
 from inferd.engine.base import Engine, EngineState
 from inferd.engine.pool import ModelPool, Unloadable
@@ -48,6 +50,7 @@ class Deployments:
         self._rows: dict[str, Deployment] = {}  # this process's live deployments
         self._tasks: dict[str, asyncio.Task] = {}  # deploy id -> its bring-up
         self._progress: dict[str, dict[str, Any]] = {}
+        self._downloads: dict[str, Download] = {}  # deploy id -> its hub download's bars, while it runs
         self._estimates: dict[str, int] = {}  # deploy id -> bytes it holds or is about to
         self._fit_lock = asyncio.Lock()
         self._changing = asyncio.Lock()  # the API's changes and sync() one at a time
@@ -80,18 +83,21 @@ class Deployments:
         await cancel(self._follower)
         await asyncio.gather(*(cancel(task) for task in list(self._tasks.values())))
 
-    def follow(self, interval_s: float) -> None:
-        """``sync()`` every ``interval_s`` seconds, while the server runs (0: never)."""
+    def follow(self, interval_s: float, *after: Callable[[], Awaitable[None]]) -> None:
+        """``sync()`` every ``interval_s`` seconds, while the server runs (0: never), and then each
+        of ``after`` (the LoRA adapters' sync: their bases may be deployments)."""
         if interval_s > 0:
-            self._follower = asyncio.create_task(self._follow(interval_s), name="deployments:follow")
+            self._follower = asyncio.create_task(self._follow(interval_s, (self.sync, *after)),
+                                                 name="deployments:follow")
 
-    async def _follow(self, interval_s: float) -> None:
+    async def _follow(self, interval_s: float, syncs: tuple[Callable[[], Awaitable[None]], ...]) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self.sync()
-            except Exception:  # noqa: BLE001 - the database is away a moment: the next round tries again
-                log.exception("following the deployments in the database failed")
+            for sync in syncs:
+                try:
+                    await sync()
+                except Exception:  # noqa: BLE001 - the database is away a moment: the next round tries again
+                    log.exception("following the database (%s) failed", getattr(sync, "__qualname__", sync))
 
     async def sync(self) -> None:
         """Follow what other processes on this database did (several ``inferd serve`` processes,
@@ -251,10 +257,16 @@ class Deployments:
         try:
             await self._set(row, _BRING_UP, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
+            download = self._downloads[deploy_id] = Download()
             try:
-                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings))
+                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings), download.bars)
             except SourceError as exc:
                 return await self._fail(row, str(exc))
+            finally:
+                if self._downloads.get(deploy_id) is download:
+                    del self._downloads[deploy_id]
+                if (sizes := download.bytes()) is not None:
+                    progress.update(bytes_downloaded=sizes[0], bytes_to_download=sizes[1])
             if deploy_id not in self._estimates:
                 async with self._fit_lock:
                     try:
@@ -354,6 +366,10 @@ class Deployments:
         progress = self._progress.get(row.deploy_id)
         if progress is None or row.status not in ("initializing", "deploying"):
             return None
+        download = self._downloads.get(row.deploy_id)
+        sizes = download.bytes() if download is not None else None
+        if sizes is not None:  # while the hub download runs: its bytes so far, of the files it fetches
+            progress = {**progress, "bytes_downloaded": sizes[0], "bytes_to_download": sizes[1]}
         return {**progress, "memory_estimate_bytes": self._estimates.get(row.deploy_id),
                 "seconds": round(time.time() - progress["started_at"], 1)}
 
@@ -438,15 +454,16 @@ def download_cap(settings: Settings) -> int:
     return int(settings.deploy_max_download_gib * fit.GiB)
 
 
-def fetch(source: str, token: str | None, max_bytes: int | None = None) -> Path:
-    """The weights on disk (a download from the hub when they are not in its cache). A repository
-    the hub says is larger than ``max_bytes`` is not downloaded (a client must not fill the disk)."""
+def fetch(source: str, token: str | None, max_bytes: int | None = None, progress: Any = None) -> Path:
+    """The weights on disk (a download from the hub when they are not in its cache; ``progress``:
+    the tqdm class it reports its bytes to, ``Download.bars``). A repository the hub says is larger
+    than ``max_bytes`` is not downloaded (a client must not fill the disk)."""
     if source.startswith("hf:") and max_bytes is not None:
         size = _hub_size(source, token)
         if size is not None and size > max_bytes:
             raise SourceError(f"{source[3:]} is {fit.gib(size)} on the hub; this server downloads at most "
                               f"{fit.gib(max_bytes)} for a deployment (deploy_max_download_gib)")
-    return resolve_source(source, token)
+    return resolve_source(source, token, progress)
 
 
 def _hub_size(source: str, token: str | None) -> int | None:
