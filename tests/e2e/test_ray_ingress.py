@@ -6,6 +6,9 @@ process, and an account's limit and bill exact whichever ingress replica takes a
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +17,7 @@ from sqlalchemy import func, select
 
 from inferd.accounts.db import Database
 from inferd.accounts.models import UsageRecord
+from inferd.catalog.sources import resolve_source
 from tests.e2e.conftest import RemoteServer, default_models, write_catalog
 from tests.e2e.test_ray import MINILM, _burst, replicas, serve_replicas, wait_for
 
@@ -35,15 +39,20 @@ async def usage_rows(url: str, account_id: str) -> int:
 
 
 async def test_two_serve_ingress_replicas_answer_as_one_process_and_share_limits(tmp_path, pg_server):
+    """... and a user's deployment gets replicas of its own, deployed by the ingress replica that
+    made it and attached to by the other (not deployed twice: that would restart its replicas)."""
     import openai
 
     url = await pg_server.new_database()
-    catalog = write_catalog(tmp_path / "catalog.yaml", default_models("embeddings")[:1])
+    minilm = default_models("embeddings")[0]
+    catalog = write_catalog(tmp_path / "catalog.yaml", [minilm])
+    minilm_dir = resolve_source(minilm["source"])
     server = RemoteServer(tmp_path, "--ray", "--catalog", str(catalog), "--database-url", url,
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_RAY_INGRESS": "serve",
                                "INFERD_RAY_INGRESS_REPLICAS": "2", "INFERD_USAGE_FLUSH_INTERVAL_S": "0.1",
                                # the ingress calls its model as Ray tasks (test_ray.py: over gRPC, the default)
-                               "INFERD_RAY_DIRECT_CALLS": "false"})
+                               "INFERD_RAY_DIRECT_CALLS": "false",
+                               "INFERD_DEPLOY_PATHS": json.dumps([str(minilm_dir)]), "INFERD_DEPLOY_SYNC_S": "1"})
     try:
         await asyncio.to_thread(server.wait_ready, timeout=300)
         assert len(replicas(MINILM)) == 1 and len(ingress_replicas()) == 2
@@ -68,6 +77,36 @@ async def test_two_serve_ingress_replicas_answer_as_one_process_and_share_limits
                 break
             await asyncio.sleep(0.2)
         assert await usage_rows(url, made["account_id"]) == 10
+
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers(), timeout=60) as http:
+            r = await http.post("/deploy/hf/", json={"model_name": "team/minilm", "task": "embeddings",
+                                                     "path": str(minilm_dir)})
+            assert r.status_code == 200, r.text
+            deploy_id = r.json()["deploy_id"]
+            deadline = time.monotonic() + 300
+            # (each ingress replica answers from its own rows: 404 from one that has not followed
+            # yet; both say deployed once both have)
+            pids = set()  # every replica process of the deployment seen from here on
+            while {(await http.get(f"/deploy/{deploy_id}")).json().get("status") for _ in range(6)} != {"deployed"}:
+                pids |= {p.pid for p in replicas("team/minilm")}
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            for _ in range(15):  # a few rounds more of the ingress replicas following each other
+                pids |= {p.pid for p in replicas("team/minilm")}
+                await asyncio.sleep(0.2)
+            # one replica of its own (not an engine in each ingress), never restarted: the other
+            # ingress replica attached to it (deploying it again gives it a new version, and
+            # Serve's controller says so as it replaces the replica)
+            assert len(replicas("team/minilm")) == 1 and len(pids) == 1, pids
+            deploys = re.findall(r"Deploying new version of Deployment\(name='model-team_minilm", server.log())
+            assert len(deploys) == 1, deploys
+            answers = await asyncio.gather(*(http.post("/v1/openai/embeddings", json={
+                "model": "team/minilm", "input": "Paris is in France."}) for _ in range(20)))
+            assert [a.status_code for a in answers] == [200] * 20
+            got = np.array(answers[0].json()["data"][0]["embedding"])
+            assert abs(got @ vectors[0] - 1) < 1e-4  # the catalog's MiniLM, from the deployment's replica
+            assert (await http.delete(f"/deploy/{deploy_id}")).status_code == 200
+            wait_for(lambda: not replicas("team/minilm"), 60, "the deployment's replicas end with it")
     finally:
         assert await asyncio.to_thread(server.stop, timeout=60) == 0
     wait_for(lambda: not replicas(MINILM) and not ingress_replicas(), 30, "the replicas end with the server")

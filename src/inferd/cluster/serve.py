@@ -100,7 +100,10 @@ class Ingress:
         from inferd.observability.logs import configure_logging
 
         configure_logging(settings.log_level, settings.log_format)
-        self._inferd_app = create_app(settings, catalog, engines=remote_engines(models))
+        # users' deployments get Serve applications of their own: deployed by the ingress replica
+        # that makes (or starts) one, attached to by the others as they follow it (deployments.manager)
+        deployer = ServeDeployer(settings.ray_request_timeout_s)
+        self._inferd_app = create_app(settings, catalog, engines=remote_engines(models, deployer))
 
     def __serve_build_asgi_app__(self):
         return self._inferd_app
@@ -127,7 +130,9 @@ class ServeDeployer:
     applications of their own: replicas and autoscaling from their ``min_instances`` /
     ``max_instances`` as the catalog's models get theirs. Deploying waits until the replicas are
     up, or fails with Ray's reason (a replica that cannot load, or no room for one within
-    ``ray_request_timeout_s``)."""
+    ``ray_request_timeout_s``). An application another ingress (replica) deployed and that is up
+    or coming up is attached to, not deployed again: Serve gives an application deployed from
+    Python a new version each time, and would restart its replicas."""
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
@@ -139,12 +144,13 @@ class ServeDeployer:
         from ray import serve
 
         name = model_app_name(ref)
-        serve.run_many([serve.RunTarget(model_application(ref, settings), name=name, route_prefix=None)],
-                       wait_for_applications_running=False)
+        if _state(serve.status().applications.get(name)) not in ("DEPLOYING", "RUNNING"):
+            serve.run_many([serve.RunTarget(model_application(ref, settings), name=name, route_prefix=None)],
+                           wait_for_applications_running=False)
         deadline = time.monotonic() + self.timeout_s
         while True:
             status = serve.status().applications.get(name)
-            state = str(getattr(status, "status", "")).rsplit(".", 1)[-1]
+            state = _state(status)
             if state == "RUNNING":
                 return
             if state in ("DEPLOY_FAILED", "UNHEALTHY"):
@@ -158,6 +164,11 @@ class ServeDeployer:
         from ray import serve
 
         serve.delete(model_app_name(ref), _blocking=True)
+
+
+def _state(status) -> str:
+    """An application's state by name ("RUNNING", "DEPLOYING", ...; "" when there is none)."""
+    return str(getattr(status, "status", "")).rsplit(".", 1)[-1]
 
 
 def _reason(status) -> str:
