@@ -36,6 +36,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RERANKER = "inferd/minilm-bi-encoder-reranker"
 SCALED = "inferd/minilm-autoscaled"
 TINY = "tiny"  # a random-weight LM on the transformers runtime
+SPLIT = "qwen-tp2"  # Qwen2.5-Coder-0.5B on vLLM in two tensor-parallel shards (SmolLM2's 9 heads do not split)
 FILL = "test/fill-mask"
 WHISPER = "openai/whisper-tiny.en"
 TEXTS = ["Paris is the capital of France.", "The capital city of France is Paris.", "Bananas are yellow."]
@@ -88,7 +89,7 @@ def adapter(tmp_path_factory, smollm2_dir) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir, smollm2_dir, adapter):
+def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir, smollm2_dir, qwen_coder_dir, adapter):
     root = tmp_path_factory.mktemp("ray")
     minilm, reranker = default_models("embeddings")[0], default_models("reranker")[0]
     scaled = {**minilm, "id": SCALED, "aliases": [],
@@ -101,7 +102,10 @@ def ray_server(tmp_path_factory, tiny_lm_dir, fill_mask_dir, smollm2_dir, adapte
     others = [*default_models("token-classification", "image-classification", "text-to-speech", "text-to-image"),
               *[m for m in default_models("automatic-speech-recognition") if m["id"] == WHISPER],
               {"id": FILL, "task": "fill-mask", "backend": "transformers-text", "source": str(fill_mask_dir)}]
-    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, *others]
+    split = {"id": SPLIT, "task": "text-generation", "backend": "vllm", "source": str(qwen_coder_dir),
+             "limits": {"context_length": 2048, "max_batch_size": 8},
+             "options": {"tensor_parallel_size": 2, "dtype": "bfloat16", "kv_cache_gib": 0.5}}
+    models = [{**minilm, "scaling": {"min_instances": 2, "max_instances": 2}}, reranker, scaled, tiny, split, *others]
     catalog = write_catalog(root / "catalog.yaml", models)
     server = RemoteServer(root, "--ray", "--catalog", str(catalog),
                           env={"INFERD_RAY_DASHBOARD": "false", "INFERD_TOKEN_CACHE_TTL_S": "0.2",
@@ -421,6 +425,19 @@ def test_chat_through_ray_with_the_openai_sdk(ray_server):
     too_long = httpx.post(f"{ray_server.base_url}/v1/openai/chat/completions", headers=ray_server.headers(),
                           json={"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000})
     assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"
+
+
+def test_a_model_split_in_two_shards_runs_a_process_per_shard_in_its_replica(ray_server):
+    """tensor_parallel_size 2 on Ray Serve: the replica's vLLM runs a process per shard (on this
+    CPU machine each on one of its two cores; on GPUs each on one of the GPUs the replica asked Ray
+    for) and answers as the model does."""
+    [replica] = replicas(SPLIT)
+    shards = [p for p in replica.children(recursive=True) if "VLLM::Worker" in " ".join(p.cmdline())]
+    assert len(shards) == 2, [" ".join(p.cmdline()) for p in replica.children(recursive=True)]
+    r = httpx.post(f"{ray_server.base_url}/v1/openai/chat/completions", headers=ray_server.headers(), timeout=120,
+                   json={"model": SPLIT, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                         "temperature": 0, "max_tokens": 16})
+    assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["message"]["content"], r.text
 
 
 def _running_in_the_replica(model: str) -> int:

@@ -20,10 +20,10 @@ Catalog ``options`` (all optional):
                          2 cores, 32 streams went from 338 to 493 tok/s (docs/benchmarks.md)
   gpu_memory_utilization on a GPU (vLLM's CUDA build): the share of the GPU's memory vLLM takes
                          for weights and KV cache; set, it sizes the cache instead of kv_cache_gib
-  tensor_parallel_size   GPUs one model is split over (default 1), with vLLM's own
-                         multiprocessing executor in one process. On Ray Serve a replica asks
-                         Ray for ``scaling.num_gpus``; more than one GPU per replica is not
-                         served there yet (docs/scale-out.md, "GPUs": the plan)
+  tensor_parallel_size   shards one model is split over (default 1): GPUs, or on the CPU build
+                         groups of cores; vLLM's own multiprocessing executor, a process per
+                         shard. On Ray Serve within each replica, which asks Ray for that many
+                         GPUs (docs/scale-out.md, "GPUs")
   enable_lora            serve LoRA adapters on this model (POST /v1/lora/create); with it:
   max_loras              adapters in one batch (default 4); max_lora_rank: the largest rank (16);
   max_cpu_loras          adapters kept loaded (default 16; more are reloaded when asked for)
@@ -33,6 +33,7 @@ The catalog's limits.max_batch_size is vLLM's max_num_seqs; limits.queue_size bo
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from typing import Any
@@ -52,6 +53,22 @@ def tensor_parallel_size(options: dict[str, Any]) -> int:
     return size
 
 
+BIND = "VLLM_CPU_OMP_THREADS_BIND"
+_bound: str | None = None  # the binding load() set (not the user's own)
+
+
+def cpu_shards(shards: int, cpus: list[int], numa_nodes: int) -> str | None:
+    """The CPU build's thread binding for ``shards`` tensor-parallel shards where vLLM's own
+    (``auto``: a NUMA node per shard) cannot bind them: ``cpus`` in equal groups, one a shard
+    (``"0,1|2,3"``); None where it can, or for one shard."""
+    if shards <= 1 or numa_nodes >= shards:
+        return None
+    per = len(cpus) // shards
+    if per < 1:
+        raise ValueError(f"tensor_parallel_size {shards} is more than the {len(cpus)} CPUs this process may use")
+    return "|".join(",".join(str(c) for c in sorted(cpus)[i * per:(i + 1) * per]) for i in range(shards))
+
+
 class VLLMBackend(Backend):
     """Holds the catalog entry's settings; ``engine/vllm.py`` owns vLLM itself."""
 
@@ -68,6 +85,24 @@ class VLLMBackend(Backend):
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(int(reserved))
         elif (os.cpu_count() or 1) <= 4:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        self._bind_shards()
+
+    def _bind_shards(self) -> None:
+        """On the CPU build, split over more shards than the machine has NUMA nodes: each shard's
+        threads on its share of this process's CPUs (``VLLM_CPU_OMP_THREADS_BIND``, unless the
+        user set it); a later model of one shard gets vLLM's own binding back."""
+        global _bound
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu() or (BIND in os.environ and os.environ[BIND] != _bound):
+            return
+        nodes = len(glob.glob("/sys/devices/system/node/node[0-9]*")) or 1
+        _bound = cpu_shards(tensor_parallel_size(self.options), sorted(os.sched_getaffinity(0)), nodes)
+        if _bound is None:
+            os.environ.pop(BIND, None)
+        else:
+            os.environ[BIND] = _bound
+            log.info("model %s: %s=%s (a share of the CPUs for each shard)", self.spec.id, BIND, _bound)
 
     @property
     def enable_lora(self) -> bool:
@@ -82,6 +117,9 @@ class VLLMBackend(Backend):
             **({"gpu_memory_utilization": float(o["gpu_memory_utilization"])} if "gpu_memory_utilization" in o
                else {"kv_cache_memory_bytes": int(float(o.get("kv_cache_gib", 2)) * GiB)}),
             "tensor_parallel_size": tensor_parallel_size(o),
+            # a process per shard, also in a Ray Serve replica (vLLM's Ray executor there would
+            # need the replica's placement group, which its engine-core process does not see)
+            **({"distributed_executor_backend": "mp"} if tensor_parallel_size(o) > 1 else {}),
             "enforce_eager": bool(o.get("enforce_eager", True)),
             "trust_remote_code": bool(o.get("trust_remote_code", False)),
             "seed": int(o.get("seed", 0)),

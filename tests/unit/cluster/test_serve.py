@@ -59,11 +59,12 @@ def test_ray_address_after_the_flag():
     assert ray_address_argument(["serve", "--ray"]) == ["serve", "--ray"]
 
 
-def test_a_model_split_over_gpus_is_refused_on_ray_before_anything_deploys():
-    pytest.importorskip("ray.serve")
-    from inferd.cluster.serve import deploy_models
+def test_a_vllm_replica_split_over_gpus_asks_ray_for_one_per_shard():
+    def gpus(backend="vllm", **scaling):
+        spec = ModelSpec(id="big", task="text-generation", backend=backend, source="/m",
+                         options={"tensor_parallel_size": 4}, scaling=scaling)
+        return deployment_options(next(Catalog([spec]).refs()))["ray_actor_options"]["num_gpus"]
 
-    spec = ModelSpec(id="big", task="text-generation", backend="vllm", source="/m",
-                     options={"tensor_parallel_size": 2}, scaling={"num_gpus": 2})
-    with pytest.raises(ValueError, match="tensor_parallel_size > 1 is not served on Ray Serve yet"):
-        deploy_models(Settings(), Catalog([spec]))
+    assert gpus(num_gpus=1) == 4 and gpus(num_gpus=8) == 8  # vLLM's shards: processes on the replica's GPUs
+    assert gpus() == 0  # on CPUs: the shards share the replica's cores
+    assert gpus("transformers", num_gpus=1) == 1
