@@ -86,6 +86,8 @@ class Remote:
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+        if isinstance(exc, InferdError):  # (a streaming call raises the replica's own error as it is)
+            return exc
         if isinstance(exc, RayTaskError):
             if isinstance(exc.cause, InferdError):
                 return exc.cause  # raised in the replica: the same status, param and Retry-After
