@@ -61,6 +61,17 @@ def make_settings(tmp: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+async def until(check, timeout: float = 60) -> None:
+    """Wait until ``await check()`` is true (another process on the same database has followed)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "the other process did not follow"
+        await asyncio.sleep(0.1)
+
+
 async def wait_ready(client: httpx.AsyncClient, timeout: float = 300) -> None:
     import asyncio
     import time

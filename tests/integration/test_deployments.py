@@ -14,7 +14,7 @@ import pytest
 
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from tests.conftest import build_tiny_lm, client_for, make_settings, start_app
+from tests.conftest import build_tiny_lm, client_for, make_settings, start_app, until
 from tests.hub import hub_stand_in
 from tests.text import build_tiny_text_model
 
@@ -302,12 +302,6 @@ async def test_two_processes_on_one_database_follow_each_others_deployments(tmp_
                                  source=str(minilm_path))])
     settings = make_settings(tmp_path, deploy_paths=[models_root], deploy_llm_backend="transformers",
                              deploy_sync_s=0.2)
-
-    async def until(check, timeout=60):
-        deadline = time.monotonic() + timeout
-        while not await check():
-            assert time.monotonic() < deadline, "the other process did not follow"
-            await asyncio.sleep(0.1)
 
     async for one in start_app(settings, catalog):
         async for other in start_app(settings, catalog):

@@ -11,7 +11,7 @@ import pytest
 
 from inferd.catalog.catalog import Catalog
 from inferd.catalog.spec import ModelSpec
-from tests.conftest import build_adapter, client_for, make_settings, start_app
+from tests.conftest import build_adapter, client_for, make_settings, start_app, until
 
 CHAT = "/v1/openai/chat/completions"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -189,12 +189,6 @@ async def test_adapters_come_back_at_start_and_two_processes_follow_each_other(l
         assert (await ready(again.client, "my-lora"))["status"] == "deployed"
         assert await greedy(again.client, "my-lora") == before
         assert await greedy(again.client, "smol:my-lora") == before
-
-        async def until(check, timeout=60):
-            deadline = time.monotonic() + timeout
-            while not await check():
-                assert time.monotonic() < deadline, "the other process did not follow"
-                await asyncio.sleep(0.1)
 
         body = {"lora_name": "later", "base_model": "smol", "path": str(adapters_root["others"][0])}
         assert (await again.client.post("/v1/lora/create", json=body)).status_code == 200

@@ -110,16 +110,17 @@ class VLLMBackend(Backend):
 
     def engine_args(self) -> dict[str, Any]:
         o = self.options
+        shards = tensor_parallel_size(o)
         args: dict[str, Any] = {
             "model": str(self.checkpoint),
             "dtype": self.dtype,
             "max_num_seqs": self.spec.limits.max_batch_size,
             **({"gpu_memory_utilization": float(o["gpu_memory_utilization"])} if "gpu_memory_utilization" in o
                else {"kv_cache_memory_bytes": int(float(o.get("kv_cache_gib", 2)) * GiB)}),
-            "tensor_parallel_size": tensor_parallel_size(o),
+            "tensor_parallel_size": shards,
             # a process per shard, also in a Ray Serve replica (vLLM's Ray executor there would
             # need the replica's placement group, which its engine-core process does not see)
-            **({"distributed_executor_backend": "mp"} if tensor_parallel_size(o) > 1 else {}),
+            **({"distributed_executor_backend": "mp"} if shards > 1 else {}),
             "enforce_eager": bool(o.get("enforce_eager", True)),
             "trust_remote_code": bool(o.get("trust_remote_code", False)),
             "seed": int(o.get("seed", 0)),

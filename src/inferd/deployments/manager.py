@@ -50,7 +50,7 @@ class Deployments:
         self._rows: dict[str, Deployment] = {}  # this process's live deployments
         self._tasks: dict[str, asyncio.Task] = {}  # deploy id -> its bring-up
         self._progress: dict[str, dict[str, Any]] = {}
-        self._downloads: dict[str, Download] = {}  # deploy id -> its hub download's bars, while it runs
+        self._downloads: dict[str, Download] = {}  # deploy id -> its hub download's bars (as _progress)
         self._estimates: dict[str, int] = {}  # deploy id -> bytes it holds or is about to
         self._fit_lock = asyncio.Lock()
         self._changing = asyncio.Lock()  # the API's changes and sync() one at a time
@@ -249,6 +249,7 @@ class Deployments:
         ref = self._ref(row)
         self.pool.hold(ref, "it is deploying; retry shortly", EngineState.LOADING)
         self._progress[row.deploy_id] = {"stage": "initializing", "started_at": time.time()}
+        self._downloads[row.deploy_id] = Download()
         self._tasks[row.deploy_id] = asyncio.create_task(self._bring_up(row, token), name=f"deploy:{row.deploy_id}")
 
     async def _bring_up(self, row: Deployment, token: str | None) -> None:
@@ -257,16 +258,11 @@ class Deployments:
         try:
             await self._set(row, _BRING_UP, status="deploying", fail_reason=None)
             progress["stage"] = "fetching weights" if row.source.startswith("hf:") else "reading weights"
-            download = self._downloads[deploy_id] = Download()
+            bars = self._downloads[deploy_id].bars
             try:
-                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings), download.bars)
+                path = await asyncio.to_thread(fetch, row.source, token, download_cap(self.settings), bars)
             except SourceError as exc:
                 return await self._fail(row, str(exc))
-            finally:
-                if self._downloads.get(deploy_id) is download:
-                    del self._downloads[deploy_id]
-                if (sizes := download.bytes()) is not None:
-                    progress.update(bytes_downloaded=sizes[0], bytes_to_download=sizes[1])
             if deploy_id not in self._estimates:
                 async with self._fit_lock:
                     try:
@@ -296,6 +292,7 @@ class Deployments:
     async def _fail(self, row: Deployment, reason: str) -> None:
         log.error("deployment %s (%s) failed: %s", row.deploy_id, row.model_name, reason)
         self._progress.pop(row.deploy_id, None)
+        self._downloads.pop(row.deploy_id, None)
         self._estimates.pop(row.deploy_id, None)
         ref = self._ref(row)
         await self.pool.remove(ref.key, Unloadable(ref, reason, EngineState.FAILED))
@@ -359,6 +356,7 @@ class Deployments:
         goes back."""
         await cancel(self._tasks.pop(row.deploy_id, None))
         self._progress.pop(row.deploy_id, None)
+        self._downloads.pop(row.deploy_id, None)
         self._estimates.pop(row.deploy_id, None)
         await self.pool.remove(self._ref(row).key, stand_in)
 
@@ -368,7 +366,7 @@ class Deployments:
             return None
         download = self._downloads.get(row.deploy_id)
         sizes = download.bytes() if download is not None else None
-        if sizes is not None:  # while the hub download runs: its bytes so far, of the files it fetches
+        if sizes is not None:  # a hub download's bytes so far (then in all), of the files it fetches
             progress = {**progress, "bytes_downloaded": sizes[0], "bytes_to_download": sizes[1]}
         return {**progress, "memory_estimate_bytes": self._estimates.get(row.deploy_id),
                 "seconds": round(time.time() - progress["started_at"], 1)}
