@@ -23,7 +23,8 @@ one engine setting inferd's vLLM runtime picks by itself on a small machine (no 
 for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving layer's cost.
 ``inferd-vllm-ray`` is ``inferd-vllm`` as a Ray Serve application (``inferd serve --ray``, one
 replica; ``-ray`` after any inferd system; ``-ray-tasks``: its calls as Ray tasks through the object
-store instead of over the replica's gRPC server). ``ray-turns`` runs ``inferd-vllm`` and
+store instead of over the replica's gRPC server; ``-ray-calls``: each stream's deltas on its own
+call instead of the replica's feed to the ingress, ``cluster/feeds.py``). ``ray-turns`` runs ``inferd-vllm`` and
 ``inferd-vllm-ray`` side by side and loads them in turns (``--turns``), the figure the Ray
 overhead is judged by on a noisy machine. ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
 user account's token, priced requests, usage rows, rate limits and the spending ledger on every
@@ -276,15 +277,18 @@ def plans(args, work: Path) -> list[dict]:
             # inferd-<backend>, and inferd-<backend>-auth: accounts, usage and limits on, a user's token
             # inferd-<backend>-ray: the same server as a Ray Serve application (a local Ray, one replica)
             # inferd-<backend>-ray-tasks: the same on Ray, its calls as Ray tasks (INFERD_RAY_DIRECT_CALLS off)
-            tasks = name.endswith("-ray-tasks")
-            auth, on_ray = name.endswith("-auth"), name.endswith("-ray") or tasks
-            backend = name.removeprefix("inferd-").removesuffix("-auth").removesuffix("-ray-tasks").removesuffix("-ray")
+            # inferd-<backend>-ray-calls: the same on Ray, each stream's deltas on its own call (INFERD_RAY_FEEDS off)
+            tasks, calls = name.endswith("-ray-tasks"), name.endswith("-ray-calls")
+            auth, on_ray = name.endswith("-auth"), name.endswith("-ray") or tasks or calls
+            backend = name.removeprefix("inferd-").removesuffix("-auth").removesuffix("-ray-tasks") \
+                .removesuffix("-ray-calls").removesuffix("-ray")
             catalog = catalog_yaml(work / f"{name}.yaml", backend, args, priced=auth)
             out.append({"name": name, "model": MODEL, "extra": {}, "health": f"{base}/health", "ready": inferd_ready,
                         "url": f"{base}/v1/openai/chat/completions",
                         "env": ({"INFERD_ADMIN_TOKEN": BENCH_ADMIN_TOKEN} if auth else {})
                         | ({"INFERD_RAY_DASHBOARD": "false"} if on_ray else {})
-                        | ({"INFERD_RAY_DIRECT_CALLS": "false"} if tasks else {}),
+                        | ({"INFERD_RAY_DIRECT_CALLS": "false"} if tasks else {})
+                        | ({"INFERD_RAY_FEEDS": "false"} if calls else {}),
                         "account_from": (base, BENCH_ADMIN_TOKEN) if auth else None,
                         "command": [str(REPO / ".venv/bin/inferd"), "serve", "--ray" if on_ray else "--worker",
                                     "--port", str(port),

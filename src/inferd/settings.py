@@ -152,6 +152,10 @@ class Settings(BaseSettings):
         True, description="call model replicas over their gRPC servers with the router in the ingress's event loop "
         "(Ray Serve's throughput-optimised handles); off: Ray tasks through the object store"
     )
+    ray_feeds: bool = Field(
+        True, description="an LLM's replicas send the deltas of this process's requests in one stream per replica "
+        "(a batch per engine step) rather than on each request's call: less CPU per token (cluster/feeds.py)"
+    )
     ray_dashboard: bool = Field(True, description="start Ray's dashboard with a local Ray (port 8265)")
 
     # --- logging

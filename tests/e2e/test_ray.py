@@ -449,8 +449,9 @@ def test_a_model_split_in_two_shards_runs_a_process_per_shard_in_its_replica(ray
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16, r.text
 
 
-def _running_in_the_replica(model: str) -> int:
-    """The replica's engine's running sequences, asked through Ray (this process joins the cluster)."""
+def _replica_stats(model: str) -> dict:
+    """The replica's engine's stats (running sequences) and its feeds, asked through Ray (this
+    process joins the cluster)."""
     import ray
     from ray import serve
 
@@ -462,21 +463,91 @@ def _running_in_the_replica(model: str) -> int:
     # the catalog's entry names no version: its version is "main", as here
     ref = next(Catalog([ModelSpec(id=model, task="text-generation", backend="transformers", source="x")]).refs())
     _, stats = serve.get_deployment_handle(deployment_name(ref), model_app_name(ref)).stats.remote().result()
-    return stats["running"]
+    return stats
+
+
+def _running_in_the_replica(model: str) -> int:
+    return _replica_stats(model)["running"]
+
+
+LONG = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900, "stream": True,
+        "ignore_eos": True}
 
 
 def test_a_stream_cancelled_at_the_client_stops_in_the_replica(ray_server):
+    """The ingress's feed from the replica has ended (nothing on it for feeds.IDLE_S): the stream
+    starts on its own call, the ingress opens a feed, the stream moves to it; the client leaving
+    still stops it in the replica."""
     import ray
 
-    body = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900, "stream": True,
-            "ignore_eos": True}
     try:
+        wait_for(lambda: _replica_stats(TINY)["feeds"] == 0, 30, "the idle feed ends")
+        fed = _replica_stats(TINY)["fed"]
         with httpx.Client(base_url=ray_server.base_url, headers=ray_server.headers(), timeout=60) as client:
-            with client.stream("POST", "/v1/openai/chat/completions", json=body) as response:
+            with client.stream("POST", "/v1/openai/chat/completions", json=LONG) as response:
                 lines = response.iter_lines()
                 for _ in range(5):
                     next(lines)
                 assert _running_in_the_replica(TINY) == 1  # generating, 900 tokens to go
         wait_for(lambda: _running_in_the_replica(TINY) == 0, 10, "the replica stops the stream the client left")
+        assert _replica_stats(TINY)["fed"] == fed + 1  # it moved to the feed
+    finally:
+        ray.shutdown()
+
+
+def test_streams_share_a_feed_each_gets_its_own_and_a_cancelled_one_stops(ray_server):
+    """Streams by the ingress's feed from the replica (one stream of every request's deltas): each
+    gets its own, whole (different lengths, the greedy answer asked alone), one that started on its
+    call moves to the feed when it opens, and one the client leaves stops in the replica while the
+    other goes on."""
+    import ray
+
+    async def streams() -> list[tuple[int, str, str]]:
+        async with httpx.AsyncClient(base_url=ray_server.base_url, headers=ray_server.headers(),
+                                     timeout=120) as client:
+            async def one(i: int) -> tuple[int, str, str]:
+                body = {"model": TINY, "messages": [{"role": "user", "content": f"story {i}"}], "max_tokens": 5 + 3 * i,
+                        "stream": True, "ignore_eos": True, "temperature": 0,
+                        "stream_options": {"include_usage": True}}
+                chunks, usage, finish = [], None, None
+                async with client.stream("POST", "/v1/openai/chat/completions", json=body) as response:
+                    assert response.status_code == 200
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: {"):
+                            chunk = json.loads(line[6:])
+                            usage = chunk.get("usage") or usage
+                            for choice in chunk["choices"]:
+                                chunks.append(choice["delta"].get("content") or "")
+                                finish = choice.get("finish_reason") or finish
+                return usage["completion_tokens"], "".join(chunks), finish
+            return await asyncio.gather(*(one(i) for i in range(6)))
+
+    try:
+        fed = _replica_stats(TINY)["fed"]  # (joins the cluster first: seconds)
+        with httpx.Client(base_url=ray_server.base_url, headers=ray_server.headers(), timeout=60) as client:
+            with client.stream("POST", "/v1/openai/chat/completions", json=LONG) as kept:
+                # no feed yet (or one ending): kept starts on its call, the ingress opens a feed, and
+                # kept's rest and the streams below go by it
+                kept_lines = kept.iter_lines()
+                next(kept_lines)
+                results = asyncio.run(streams())
+                assert [tokens for tokens, _, _ in results] == [5 + 3 * i for i in range(6)]
+                assert all(finish == "length" and text for _, text, finish in results)
+                with client.stream("POST", "/v1/openai/chat/completions", json=LONG) as left:
+                    lines = left.iter_lines()
+                    for _ in range(5):
+                        next(lines)
+                    stats = _replica_stats(TINY)
+                    assert stats["feeds"] == 1 and stats["running"] == 2, stats  # kept and left, 900 tokens each
+                    assert stats["fed"] == fed + 8, (stats, fed)  # kept, the six and left: every one by the feed
+                wait_for(lambda: _running_in_the_replica(TINY) == 1, 10, "the replica stops the stream the client left")
+                for _ in range(20):  # kept goes on
+                    next(kept_lines)
+        wait_for(lambda: _running_in_the_replica(TINY) == 0, 10, "the replica stops kept when its client leaves")
+        for i, (_, text, _) in enumerate(results):  # greedy: the same answer, asked alone
+            alone = httpx.post(f"{ray_server.base_url}/v1/openai/chat/completions", headers=ray_server.headers(),
+                               timeout=60, json={"model": TINY, "messages": [{"role": "user", "content": f"story {i}"}],
+                                                 "max_tokens": 5 + 3 * i, "ignore_eos": True, "temperature": 0})
+            assert alone.json()["choices"][0]["message"]["content"] == text
     finally:
         ray.shutdown()

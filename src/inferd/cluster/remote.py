@@ -28,6 +28,7 @@ import numpy as np
 
 from inferd.backends.base import ImageBatchKey, ImageRequest, Voice, count_prompt_tokens, relevance
 from inferd.catalog import ModelRef, Task
+from inferd.cluster.feeds import END, END_WAIT_S, FED, Feeds, Waiting
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.generation import Adapter, GenerationEngine, GenerationRequest, SequenceDelta
@@ -105,6 +106,10 @@ class Remote:
                         type(exc).__name__)
             return None
         return EngineError(f"model {self.model}: Ray failed: {exc!r}")
+
+    def response(self, method: str, *args: Any, stream: bool = False) -> Any:
+        """A call's own response (Ray's: awaited or iterated; ``cancel()``), nothing mapped."""
+        return self._method(method, stream).remote(*args)
 
     async def call(self, method: str, *args: Any) -> Any:
         for attempt in (1, 2):
@@ -197,6 +202,13 @@ class Coalescer:
 
 
 _in_flight: set[asyncio.Task] = set()  # calls being sent (a task needs a reference until it ends)
+
+
+class _Failed:
+    """A request's failure, queued for its consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,11 +314,15 @@ class RemoteEncoder(RemoteEngine, EncoderModel):
 
 class RemoteGeneration(RemoteEngine, GenerationEngine):
     """An LLM in a deployment's replicas. The tokenizer comes from the replica's description:
-    prompts are rendered, tokenised and checked here; the replica generates."""
+    prompts are rendered, tokenised and checked here; the replica generates. A request's deltas
+    come on its call, or by this ingress's feed from the replica (``cluster.feeds``: one stream
+    for all its requests there, ``ray_feeds``)."""
 
-    def __init__(self, ref: ModelRef, remote: Remote, *args: Any):
-        super().__init__(ref, remote, *args)
-        self._live: dict[str, AsyncIterator] = {}
+    def __init__(self, ref: ModelRef, remote: Remote, deployer: Deployer | None = None,
+                 settings: Settings | None = None):
+        super().__init__(ref, remote, deployer, settings)
+        self._feeds = Feeds(remote, ref.spec.id) if settings is None or settings.ray_feeds else None
+        self._live: dict[str, tuple[asyncio.Task, asyncio.Queue]] = {}
 
     def _learn(self, facts: dict[str, Any]) -> None:
         self.tokenizer = facts["tokenizer"]
@@ -314,20 +330,69 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
         self.eos_token_ids = facts["eos_token_ids"]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
-        stream = self.remote.stream("generate", request)
-        self._live[request.request_id] = stream
+        rid = request.request_id
+        waiting = self._feeds.expect(rid) if self._feeds is not None else Waiting()
+        call = asyncio.get_running_loop().create_task(self._call(request, waiting))
+        _in_flight.add(call)
+        call.add_done_callback(_in_flight.discard)
+        self._live[rid] = (call, waiting.queue)
         try:
-            async with aclosing(stream):
-                async for deltas in stream:
-                    for delta in deltas:
-                        yield delta
+            while True:
+                item = await waiting.queue.get()
+                if item is END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                for delta in item:
+                    yield delta
         finally:
-            self._live.pop(request.request_id, None)
+            # the client left (the call is cancelled: the replica stops the request), or it ended
+            # (a fed request's call ends as its end comes by the feed: nothing left to cancel)
+            call.cancel()
+            self._live.pop(rid, None)
+            if self._feeds is not None:
+                self._feeds.forget(rid)
+
+    async def _call(self, request: GenerationRequest, waiting: Waiting) -> None:
+        """The request's call: its deltas into ``waiting`` as they come on it, until it says
+        ``FED`` (the rest, and the end, come by the feed); then its end or its error."""
+        inbox = self._feeds.inbox if self._feeds is not None else None
+        fed = opened = False
+        try:
+            async with aclosing(self.remote.stream("generate", request, inbox)) as stream:
+                async for item in stream:
+                    if item == FED:
+                        fed = True
+                        waiting.switch()
+                        continue
+                    if not opened and inbox is not None:
+                        opened = True
+                        self._feeds.open()  # answered on the call: that replica has no feed from here
+                    waiting.queue.put_nowait(item)
+            if not fed:
+                waiting.queue.put_nowait(END)
+                return
+            # the replica put the request's end in the feed before its call ended: it comes at once,
+            # unless the feed broke on the way
+            await asyncio.sleep(END_WAIT_S)
+            raise ModelUnavailable(f"model {self.ref.spec.id}: the end of the stream never came from its replica",
+                                   retry_after=2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the request's error (mapped by Remote), to its consumer
+            waiting.queue.put_nowait(_Failed(exc))
 
     async def abort(self, request_id: str) -> None:
-        stream = self._live.pop(request_id, None)
-        if stream is not None:
-            await stream.aclose()
+        live = self._live.pop(request_id, None)
+        if live is not None:
+            call, queue = live
+            call.cancel()  # the replica stops the request
+            queue.put_nowait(END)
+
+    async def stop(self) -> None:
+        if self._feeds is not None:
+            self._feeds.close()
+        await super().stop()
 
     async def add_adapter(self, adapter: Adapter) -> None:
         """Load a LoRA adapter in one replica (a bad one fails here, with vLLM's reason). Every

@@ -16,6 +16,7 @@ import numpy as np
 
 from inferd.backends.base import ImageBatchKey, ImageRequest
 from inferd.catalog import ModelRef
+from inferd.cluster.feeds import FED, Outbox
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
@@ -45,6 +46,8 @@ class ModelReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = RayMetrics(self.replica)
         self.engine = build_engine(ref, settings, self.metrics)
+        self._outboxes: dict[str, Outbox] = {}  # an LLM's feeds, by the ingress's inbox
+        self.fed = 0  # requests whose deltas went by a feed
         await self.engine.start()
         if self.engine.state is not EngineState.READY:
             # Ray Serve retries the constructor, then marks the deployment unhealthy with this
@@ -86,7 +89,8 @@ class ModelReplica:
 
     async def stats(self) -> tuple[str, dict[str, Any]]:
         """The engine's own stats, and the batches it ran (how well the replica batches)."""
-        return self.replica, {**self.engine.stats(), "batches": self.metrics.batches, "inputs": self.metrics.inputs}
+        return self.replica, {**self.engine.stats(), "batches": self.metrics.batches, "inputs": self.metrics.inputs,
+                              "feeds": len(self._outboxes), "fed": self.fed}
 
     # --- the encoder engine (each answer says which replica gave it: the ingress counts them)
 
@@ -110,11 +114,65 @@ class ModelReplica:
 
     # --- a text-generation engine
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[tuple[str, list[SequenceDelta]]]:
-        """The request's deltas. The ingress cancelling the call (its client left) closes the
-        engine's stream: the engine stops the request."""
-        async for item in self._pumped(self.engine.generate(request)):
-            yield item
+    async def generate(self, request: GenerationRequest,
+                       inbox: str | None = None) -> AsyncIterator[tuple[str, list[SequenceDelta] | str]]:
+        """The request's deltas, on this call until the calling ingress (``inbox``) has a feed open
+        here — from the start, or from when one opens — then ``FED`` on the call and the rest, and
+        the request's end, by the feed, the call ending with the request (``cluster.feeds``). The
+        ingress cancelling the call (its client left) closes the engine's stream: the engine stops
+        the request."""
+        rid = request.request_id
+        outbox = self._outboxes.get(inbox) if inbox is not None else None
+        try:
+            if outbox is None:
+                async with aclosing(self._pumped(self.engine.generate(request))) as items:
+                    async for item in items:
+                        if outbox is None and inbox is not None:
+                            outbox = self._attach(inbox, rid)
+                            if outbox is not None:
+                                yield self.replica, FED
+                        if outbox is None:
+                            yield item
+                        else:
+                            for delta in item[1]:
+                                outbox.put(rid, delta)
+            else:
+                outbox = self._attach(inbox, rid)
+                yield self.replica, FED
+                async with aclosing(self.engine.generate(request)) as deltas:
+                    async for delta in deltas:
+                        outbox.put(rid, delta)
+            if outbox is not None:
+                outbox.put(rid, None)
+        except Exception as exc:  # noqa: BLE001 - on the call, as the ingress maps it
+            raise _sendable(exc) from None
+        finally:
+            if outbox is not None:
+                outbox.detach(rid)
+
+    def _attach(self, inbox: str, rid: str) -> Outbox | None:
+        outbox = self._outboxes.get(inbox)
+        if outbox is not None:
+            outbox.attach(rid)
+            self.fed += 1
+        return outbox
+
+    async def feed(self, inbox: str) -> AsyncIterator[tuple[str, Any]]:
+        """An ingress's feed (``cluster.feeds``): True (opened; False: one from ``inbox`` is open
+        here already, and this call ends), then batches of its requests' deltas until nothing has
+        been attached for ``feeds.IDLE_S``."""
+        if inbox in self._outboxes:
+            yield self.replica, False
+            return
+        outbox = self._outboxes[inbox] = Outbox()
+        try:
+            yield self.replica, True
+            async for batch in outbox.batches():
+                yield self.replica, batch
+        finally:
+            outbox.closed = True
+            if self._outboxes.get(inbox) is outbox:
+                del self._outboxes[inbox]
 
     async def add_adapter(self, adapter: Adapter) -> tuple[str, None]:
         await self.engine.add_adapter(adapter)
