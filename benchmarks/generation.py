@@ -25,8 +25,10 @@ for the scheduler), so ``inferd-vllm / vllm-server-tuned`` isolates the serving 
 replica; ``-ray`` after any inferd system; ``-ray-tasks``: its calls as Ray tasks through the object
 store instead of over the replica's gRPC server; ``-ray-calls``: each stream's deltas on its own
 call instead of the replica's feed to the ingress, ``cluster/feeds.py``). ``ray-turns`` runs ``inferd-vllm`` and
-``inferd-vllm-ray`` side by side and loads them in turns (``--turns``), the figure the Ray
-overhead is judged by on a noisy machine. ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
+``inferd-vllm-ray`` side by side and loads them in turns (``--turns``; 2 s apart: vLLM's worker
+spins on a core for 1 s after its last step), the figure the Ray overhead is judged by on a noisy
+machine; each load also prints how bunched its chunks came and how long the client's thread
+waited for a core (a starved client reads chunks late, in bunches). ``inferd-vllm-auth`` is ``inferd-vllm`` with accounts on (``inferd-vllm`` runs ``--no-auth``): a
 user account's token, priced requests, usage rows, rate limits and the spending ledger on every
 stream; ``inferd-vllm-auth / inferd-vllm`` is what the platform costs.
 Results go to the console and ``.bench/results/generation-<UTC>.json``.
@@ -126,21 +128,37 @@ def parses(text: str) -> bool:
     return True
 
 
+def run_queue_s() -> float | None:
+    """Seconds this thread (the client's event loop) has been ready to run but waiting for a core
+    (Linux's schedstat; None elsewhere): a client starved on a shared machine reads chunks late,
+    in bunches, whatever the server did."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def run_level(url, model, streams, tokens, rounds, extra, headers=None) -> dict:
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         await one_stream(session, url, model, 8, extra)  # warm-up
+        waited = run_queue_s()
         began = time.perf_counter()
         results = []
         for _ in range(rounds):
             results += await asyncio.gather(*[one_stream(session, url, model, tokens, extra) for _ in range(streams)])
         elapsed = time.perf_counter() - began
+        waited = run_queue_s() - waited if waited is not None else None
     ttfts = [r["ttft"] for r in results if r["ttft"] is not None]
     gaps = [g for r in results for g in r["gaps"]]
     return {
         "tok_s": sum(r["tokens"] for r in results) / elapsed,
         "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
         "itl_p50_ms": 1000 * percentile(gaps, 50) if gaps else None,
+        # chunks that came on the heels of the one before (a stream's tokens bunched on the way)
+        "bunched": sum(g < 0.005 for g in gaps) / len(gaps) if gaps else None,
+        "client_runq_s": waited,
         "tokens_per_stream": sum(r["tokens"] for r in results) / len(results),
         "parsed": sum(parses(r["text"]) for r in results) / len(results) if "response_format" in extra else None,
         "valid_calls": sum(valid_call(r["calls"]) for r in results) / len(results) if "tools" in extra else None,
@@ -319,6 +337,9 @@ def plans(args, work: Path) -> list[dict]:
     return out
 
 
+TURN_PAUSE_S = 2.0
+
+
 def ray_turns(args, work: Path, levels: list[int]) -> list[dict]:
     """``ray-turns``: inferd-vllm in one process and on Ray Serve (one replica) up side by side;
     the largest level runs on each in turn, --turns times (the order flips every turn), so a noisy
@@ -335,15 +356,22 @@ def ray_turns(args, work: Path, levels: list[int]) -> list[dict]:
         runs: dict[str, list[dict]] = {plan["name"]: [] for plan in pair}
         for turn in range(args.turns):
             for plan in (pair if turn % 2 == 0 else pair[::-1]):
+                # vLLM's CPU worker spins on a core for a second after its last step (its shared-memory
+                # queue's busy loop): the server that just finished would slow the next one's start
+                time.sleep(TURN_PAUSE_S)
                 result = asyncio.run(run_level(plan["url"], plan["model"], c, args.tokens, 1, plan["extra"]))
                 runs[plan["name"]].append(result)
                 print(f"  {plan['name']:24s} {c:3d} streams turn {turn + 1}: {result['tok_s']:7.1f} tok/s  ttft p50 "
-                      f"{result['ttft_p50_ms']:7.0f} ms", flush=True)
+                      f"{result['ttft_p50_ms']:7.0f} ms  itl p50 {result['itl_p50_ms'] or 0:5.1f} ms, "
+                      f"{100 * (result['bunched'] or 0):3.0f}% of chunks under 5 ms after the last; the client waited "
+                      f"{result['client_runq_s'] or 0:4.1f} s for a core", flush=True)
         for name, results in runs.items():
             rows.append({"system": name, "streams": c, "turns": len(results),
                          # the same tokens each turn: the harmonic mean is tokens over total time
                          "tok_s": len(results) / sum(1 / r["tok_s"] for r in results),
-                         "ttft_p50_ms": statistics.median(r["ttft_p50_ms"] for r in results)})
+                         "ttft_p50_ms": statistics.median(r["ttft_p50_ms"] for r in results),
+                         "bunched": statistics.median(r["bunched"] or 0 for r in results),
+                         "client_runq_s": sum(r["client_runq_s"] or 0 for r in results)})
     finally:
         for proc in procs:
             stop_server(proc)
