@@ -50,13 +50,20 @@ def test_the_cli_deploys_smollm2_on_vllm_and_the_sdk_calls_it(deploy_server, smo
                                  "--wait", "--json").stdout)
     assert made["status"] == "deployed" and made["config"]["backend"] == "vllm", made
     client = sdk(deploy_server)
+    # the model's own knowledge, by its id and by its name (a plain continuation: greedy chat answers
+    # of a 135M model moved with the kernels vLLM picks once LoRA is on — "L'Étoile, la Marseillaise"
+    # on one machine, "The capital of France is Paris" on another)
     for model in (f"deploy_id:{made['deploy_id']}", "team/smol"):
-        reply = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=16)
-        assert "Paris" in reply.choices[0].message.content, reply
+        done = client.completions.create(model=model, prompt="The capital of France is", temperature=0, max_tokens=4)
+        assert "Paris" in done.choices[0].text, done
     print(f"\nPOST /deploy/llm -> first answer: {time.monotonic() - started:.1f} s")
+    replies = [client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=16)
+               .choices[0].message.content for model in (f"deploy_id:{made['deploy_id']}", "team/smol")]
     text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
         model="team/smol", messages=QUESTION, temperature=0, max_tokens=16, stream=True) if chunk.choices)
-    assert "Paris" in text
+    # one model, greedy: the same answer streamed or not (the 2nd and 3rd calls both find the prompt in
+    # vLLM's prefix cache: the same arithmetic; the 1st computed it afresh)
+    assert replies[0] and replies[1] == text, (replies, text)
     assert client.embeddings.create(model=MINILM, input="still served").data  # the catalog's model too
     # an adapter on it, made with `inferd lora`, answers by its name and as BASE:ADAPTER
     lora = subprocess.run([INFERD, "lora", "create", "tone", "--base", "team/smol", "--path", str(adapter_dir),

@@ -100,7 +100,7 @@ def test_openai_sdk_speaks_streaming_as_it_is_made_and_the_words_come_back(clien
                 arrivals.append(time.perf_counter() - began)
                 f.write(chunk)
     assert arrivals[0] < 1.0  # the first sentence's audio, long before the last is made
-    assert arrivals[-1] - arrivals[0] > 0.5
+    assert arrivals[0] < arrivals[-1] / 3  # (in the first third of the stream's time: speed-independent)
     with out.open("rb") as f:
         heard = client.audio.transcriptions.create(model="whisper-1", file=f)
     assert word_error_rate(text, heard.text) <= 0.15
