@@ -52,7 +52,7 @@ def test_the_cli_deploys_smollm2_on_vllm_and_the_sdk_calls_it(deploy_server, smo
     client = sdk(deploy_server)
     # the model's own knowledge, by its id and by its name (a plain continuation: greedy chat answers
     # of a 135M model moved with the kernels vLLM picks once LoRA is on — "L'Étoile, la Marseillaise"
-    # on one machine, "The capital of France is Paris" on another)
+    # here, an answer naming Paris on the machines before)
     for model in (f"deploy_id:{made['deploy_id']}", "team/smol"):
         done = client.completions.create(model=model, prompt="The capital of France is", temperature=0, max_tokens=4)
         assert "Paris" in done.choices[0].text, done
