@@ -47,6 +47,15 @@ END_WAIT_S = 10.0  # the longest an ingress waits for a request's end by the fee
 END = object()  # a request's end, in its queue at the ingress
 
 
+class Failed:
+    """A stream's failure, queued behind the items made before it (for its consumer to raise)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 class Outbox:
     """One ingress's feed in a replica: the deltas of the requests attached to it, queued by their
     calls and sent a batch at a time by the feed's call (``batches``)."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from inferd.backends.base import ImageBatchKey, ImageRequest, Voice, count_prompt_tokens, relevance
 from inferd.catalog import ModelRef, Task
-from inferd.cluster.feeds import END, END_WAIT_S, FED, Feeds, Waiting
+from inferd.cluster.feeds import END, END_WAIT_S, FED, Failed, Feeds, Waiting
 from inferd.engine.base import Engine, EngineObserver, EngineState
 from inferd.engine.encoder import EncodeResult, EncoderModel
 from inferd.engine.generation import Adapter, GenerationEngine, GenerationRequest, SequenceDelta
@@ -113,7 +113,7 @@ class Remote:
 
     async def call(self, method: str, *args: Any) -> Any:
         for attempt in (1, 2):
-            response = self._method(method).remote(*args)
+            response = self.response(method, *args)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     replica, value = await response
@@ -137,7 +137,7 @@ class Remote:
         more on another; after it, 503 (what was sent cannot be taken back). Leaving early
         cancels the call in the replica."""
         for attempt in (1, 2):
-            response = self._method(method, stream=True).remote(*args)
+            response = self.response(method, *args, stream=True)
             started = finished = False
             try:
                 async for replica, item in response:
@@ -202,13 +202,6 @@ class Coalescer:
 
 
 _in_flight: set[asyncio.Task] = set()  # calls being sent (a task needs a reference until it ends)
-
-
-class _Failed:
-    """A request's failure, queued for its consumer."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +334,7 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
                 item = await waiting.queue.get()
                 if item is END:
                     return
-                if isinstance(item, _Failed):
+                if isinstance(item, Failed):
                     raise item.error
                 for delta in item:
                     yield delta
@@ -380,7 +373,7 @@ class RemoteGeneration(RemoteEngine, GenerationEngine):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the request's error (mapped by Remote), to its consumer
-            waiting.queue.put_nowait(_Failed(exc))
+            waiting.queue.put_nowait(Failed(exc))
 
     async def abort(self, request_id: str) -> None:
         live = self._live.pop(request_id, None)

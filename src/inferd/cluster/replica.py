@@ -16,7 +16,7 @@ import numpy as np
 
 from inferd.backends.base import ImageBatchKey, ImageRequest
 from inferd.catalog import ModelRef
-from inferd.cluster.feeds import FED, Outbox
+from inferd.cluster.feeds import FED, Failed, Outbox
 from inferd.cluster.metrics import RayMetrics
 from inferd.engine.base import EngineState
 from inferd.engine.encoder import EncoderEngine
@@ -122,22 +122,19 @@ class ModelReplica:
         ingress cancelling the call (its client left) closes the engine's stream: the engine stops
         the request."""
         rid = request.request_id
-        outbox = self._outboxes.get(inbox) if inbox is not None else None
+        outbox = self._attach(inbox, rid)
         try:
             if outbox is None:
                 async with aclosing(self._pumped(self.engine.generate(request))) as items:
                     async for item in items:
-                        if outbox is None and inbox is not None:
-                            outbox = self._attach(inbox, rid)
-                            if outbox is not None:
-                                yield self.replica, FED
+                        if outbox is None and (outbox := self._attach(inbox, rid)) is not None:
+                            yield self.replica, FED
                         if outbox is None:
                             yield item
                         else:
                             for delta in item[1]:
                                 outbox.put(rid, delta)
             else:
-                outbox = self._attach(inbox, rid)
                 yield self.replica, FED
                 async with aclosing(self.engine.generate(request)) as deltas:
                     async for delta in deltas:
@@ -150,8 +147,9 @@ class ModelReplica:
             if outbox is not None:
                 outbox.detach(rid)
 
-    def _attach(self, inbox: str, rid: str) -> Outbox | None:
-        outbox = self._outboxes.get(inbox)
+    def _attach(self, inbox: str | None, rid: str) -> Outbox | None:
+        """The feed open here from ``inbox`` with the request attached to it, if there is one."""
+        outbox = self._outboxes.get(inbox) if inbox is not None else None
         if outbox is not None:
             outbox.attach(rid)
             self.fed += 1
@@ -214,7 +212,7 @@ class ModelReplica:
                     async for item in items:
                         queue.put_nowait(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                queue.put_nowait(_Failed(exc))
+                queue.put_nowait(Failed(exc))
                 return
             queue.put_nowait(end)
 
@@ -224,11 +222,11 @@ class ModelReplica:
                 items = [await queue.get()]
                 while not queue.empty():
                     items.append(queue.get_nowait())
-                ready = [item for item in items if item is not end and not isinstance(item, _Failed)]
+                ready = [item for item in items if item is not end and not isinstance(item, Failed)]
                 if ready:
                     yield self.replica, ready
                 for item in items:
-                    if isinstance(item, _Failed):
+                    if isinstance(item, Failed):
                         raise _sendable(item.error)
                     if item is end:
                         return
@@ -238,13 +236,6 @@ class ModelReplica:
 
     async def __del__(self) -> None:  # noqa: D105 - Ray Serve awaits it when the replica stops
         await self.engine.stop()
-
-
-class _Failed:
-    """A stream's failure, queued behind the items made before it."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
 
 
 def _sendable(result: Any) -> Any:
