@@ -13,6 +13,7 @@
      +-- Overloaded                429  queue full (Retry-After)
      +-- ModelNotReady             503  still loading (Retry-After)
      +-- ModelUnavailable          503  failed to load, or its engine died; the reason is in the message
+     |    +-- NoReplica            503  no Ray Serve replica answered in time (none placed yet; Retry-After)
      +-- ServiceUnavailable        503  a part the request needs (the database) is unreachable (Retry-After)
      +-- ClientDisconnected        499  the client went away; nothing is sent
      +-- EngineError               500  the runtime failed on a request
@@ -106,6 +107,12 @@ class ModelUnavailable(InferdError):
     kind = "service_unavailable"
 
 
+class NoReplica(ModelUnavailable):
+    """No replica of a model on Ray Serve answered in time: none could be placed or started yet
+    (scale from zero, a cluster without room); the cluster may still make room. (The wire code
+    is ModelUnavailable's.)"""
+
+
 class ServiceUnavailable(InferdError):
     code = "service_unavailable"
     kind = "service_unavailable"
@@ -134,6 +141,7 @@ STATUS_TABLE: tuple[tuple[type[InferdError], int], ...] = (
     (InputTooLarge, 413),
     (Overloaded, 429),
     (ModelNotReady, 503),
+    (NoReplica, 503),
     (ModelUnavailable, 503),
     (ServiceUnavailable, 503),
     (ClientDisconnected, 499),

@@ -36,10 +36,15 @@ from inferd.engine.images import ImageModel, Picture
 from inferd.engine.pool import EngineFactory, build_engine
 from inferd.engine.speech import SpeechModel, SpeechRequest, Transcribed
 from inferd.engine.synthesis import SynthesisModel
-from inferd.errors import EngineError, InferdError, ModelUnavailable, Overloaded
+from inferd.errors import EngineError, InferdError, ModelNotReady, ModelUnavailable, NoReplica, Overloaded
 from inferd.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A catalog model's first replica at start: the pool (which starts models one at a time) waits
+# this long for it, then goes on to the next model while this one keeps waiting (503 meanwhile).
+FIRST_WAIT_S = 30.0
+WAITING_RETRY_S = 30  # Retry-After while a model waits for its first replica
 
 # the tasks whose engines run in replicas: every task inferd serves
 RAY_TASKS = frozenset({
@@ -111,11 +116,12 @@ class Remote:
         """A call's own response (Ray's: awaited or iterated; ``cancel()``), nothing mapped."""
         return self._method(method, stream).remote(*args)
 
-    async def call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        timeout_s = timeout_s or self.timeout_s
         for attempt in (1, 2):
             response = self.response(method, *args)
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(timeout_s):
                     replica, value = await response
                 self.observer.replica_answered(self.model, replica)
                 return value
@@ -124,8 +130,8 @@ class Remote:
                 raise
             except TimeoutError:
                 response.cancel()
-                raise ModelUnavailable(f"model {self.model}: no replica answered within {self.timeout_s:.0f} s",
-                                       retry_after=5) from None
+                raise NoReplica(f"model {self.model}: no replica answered within {timeout_s:.0f} s",
+                                retry_after=5) from None
             except Exception as exc:  # noqa: BLE001 - Ray's failures, mapped
                 error = self._error(exc, retried=attempt == 2)
                 if error is not None:
@@ -240,6 +246,7 @@ class RemoteEngine(Engine):
         self.remote = remote
         self._deployer, self._settings = deployer, settings
         self._deployed = False
+        self._waiting: asyncio.Task | None = None  # describing until a replica is up (none placed at start)
 
     async def start(self) -> None:
         if self._deployer is not None and not self._deployed:
@@ -253,15 +260,52 @@ class RemoteEngine(Engine):
             self._deployed = True
         # a model kept at 0 replicas while idle has one started for this (it goes when idle)
         try:
-            await self._describe()
+            await self._describe(timeout_s=FIRST_WAIT_S if self._deployer is None else None)
+        except NoReplica as exc:
+            if self._deployer is not None:  # a user's deployment: its bring-up reports the failure
+                self._failed(exc)
+                return
+            # a catalog model with no replica yet (none can be placed: no room, no GPU node yet):
+            # the others load meanwhile, and it serves once the cluster has made room for one
+            log.warning("model %s: %s; it serves once a replica is up (until then 503 with Retry-After)",
+                        self.ref.key, exc.message)
+            self.error = f"waiting for a replica: {exc.message}"  # (/health says why it is still loading)
+            self._waiting = asyncio.create_task(self._describe_when_up(), name=f"describe:{self.ref.key}")
+            return
         except InferdError as exc:
-            self.state, self.error = EngineState.FAILED, exc.message
-            log.error("model %s is not served on Ray Serve: %s", self.ref.key, exc.message)
+            self._failed(exc)
             return
         self.state = EngineState.READY
 
+    async def _describe_when_up(self) -> None:
+        while True:
+            try:
+                await self._describe()
+            except NoReplica:
+                continue  # (the call itself waited; Serve keeps the replica it asked for pending)
+            except InferdError as exc:
+                self._failed(exc)
+                return
+            log.info("model %s: a replica is up on Ray Serve; it serves now", self.ref.key)
+            self.state, self.error = EngineState.READY, None
+            return
+
+    def _failed(self, exc: InferdError) -> None:
+        self.state, self.error = EngineState.FAILED, exc.message
+        log.error("model %s is not served on Ray Serve: %s", self.ref.key, exc.message)
+
+    def ensure_ready(self) -> None:
+        if self.state is EngineState.LOADING and self._waiting is not None:
+            raise ModelNotReady(f"model {self.name} is waiting for a replica on Ray Serve (none could be placed "
+                                "yet); retry later", retry_after=WAITING_RETRY_S)
+        super().ensure_ready()
+
     async def stop(self) -> None:
         self.state = EngineState.STOPPED  # the replicas go with the Serve application
+        if self._waiting is not None:
+            self._waiting.cancel()
+            await asyncio.gather(self._waiting, return_exceptions=True)
+            self._waiting = None
         await self._take_down()
 
     async def _take_down(self) -> None:
@@ -272,8 +316,8 @@ class RemoteEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - going anyway
                 log.warning("model %s: its Serve application did not go cleanly: %s", self.ref.key, exc)
 
-    async def _describe(self) -> None:
-        self._learn(await self.remote.call("describe"))
+    async def _describe(self, timeout_s: float | None = None) -> None:
+        self._learn(await self.remote.call("describe", timeout_s=timeout_s))
 
     @abstractmethod
     def _learn(self, facts: dict[str, Any]) -> None:

@@ -231,7 +231,10 @@ def run(settings: Settings, catalog: Catalog) -> int:
         # Ray runs its workers at nice 15 (in favour of the driver): here they are the service (the
         # model replicas) and would lose every core they share with the ingress and the clients
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=settings.ray_dashboard, log_to_driver=True)
+        # "local": a Ray of its own even where `ray start` ran on this machine before (Ray would
+        # join the cluster it last started, alive or not: ray_current_cluster)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=settings.ray_dashboard,
+                 log_to_driver=True)
     else:
         ray.init(address=settings.ray_address, log_to_driver=True)
     from ray import serve
