@@ -260,7 +260,7 @@ class RemoteEngine(Engine):
             self._deployed = True
         # a model kept at 0 replicas while idle has one started for this (it goes when idle)
         try:
-            await self._describe(timeout_s=FIRST_WAIT_S if self._deployer is None else None)
+            await self._describe(timeout_s=min(FIRST_WAIT_S, self.remote.timeout_s) if self._deployer is None else None)
         except NoReplica as exc:
             if self._deployer is not None:  # a user's deployment: its bring-up reports the failure
                 self._failed(exc)
@@ -282,7 +282,8 @@ class RemoteEngine(Engine):
             try:
                 await self._describe()
             except NoReplica:
-                continue  # (the call itself waited; Serve keeps the replica it asked for pending)
+                await asyncio.sleep(1)  # (the call itself waited; Serve keeps the replica it asked for pending)
+                continue
             except InferdError as exc:
                 self._failed(exc)
                 return

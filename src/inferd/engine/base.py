@@ -62,7 +62,8 @@ class Engine(ABC):
 
     @abstractmethod
     async def start(self) -> None:
-        """Load the model; sets state READY or FAILED (with ``error``), never raises."""
+        """Load the model; sets state READY or FAILED (with ``error``), never raises. (An engine
+        in Ray Serve replicas with none placed yet stays LOADING and finishes on its own.)"""
 
     @abstractmethod
     async def stop(self) -> None:
