@@ -175,6 +175,31 @@ async def test_a_render_past_the_bound_fails_that_request_alone(door, monkeypatc
     assert r.status_code == 400 and "took longer than 1 s" in r.json()["error"]["message"]
 
 
+async def test_a_prompt_too_long_for_the_context_is_refused_before_it_is_rendered_or_tokenised(door, monkeypatch):
+    engine = door.state.pool.get("tiny")  # context 256: at most 256 x 256 characters can ever fit
+    worked = []
+    render, encode = type(engine).apply_chat_template, type(engine).encode
+    monkeypatch.setattr(type(engine), "apply_chat_template",
+                        lambda self, *a, **k: worked.append("render") or render(self, *a, **k))
+    monkeypatch.setattr(type(engine), "encode", lambda self, *a, **k: worked.append("encode") or encode(self, *a, **k))
+    long = "x" * (256 * 256 + 1)
+    parts = [{"role": "user", "content": [{"type": "text", "text": "y" * 33000}, {"type": "text", "text": "z" * 33000}]}]
+    for path, body, param in [
+        (CHAT, {"model": "tiny", "messages": [{"role": "user", "content": long}]}, "messages"),
+        (CHAT, {"model": "tiny", "messages": parts}, "messages"),  # counted across parts
+        ("/v1/openai/completions", {"model": "tiny", "prompt": ["hi", long]}, "prompt"),
+        ("/v1/inference/tiny", {"input": long}, "input"),
+    ]:
+        r = await door.client.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert "characters" in r.text and "context of 256 tokens" in r.text, r.text
+    assert worked == []  # none of it reached the template or the tokenizer
+    # under the bound, the tokens decide, as before
+    r = await door.client.post(CHAT, json={"model": "tiny", "messages": [{"role": "user", "content": "x " * 3000}]})
+    assert r.status_code == 400 and "tokens" in r.json()["error"]["message"]
+    assert worked
+
+
 # --- values the engines cannot take are 400s, not 500s
 
 

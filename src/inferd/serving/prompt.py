@@ -39,6 +39,11 @@ TEMPLATE_KWARGS: dict[str, tuple[type, ...]] = {
 }
 MAX_STOP_CHARS = 256
 MAX_LOGIT_BIAS = 300  # OpenAI's bound on logit_bias entries
+# No token is longer than this (the longest seen: SmolLM2's newline and 80 spaces, 81; byte-level
+# vocabularies' 128 bytes): a prompt of more characters than context x this cannot fit, and is
+# refused before a template renders it or a tokenizer reads it (work a timeout cannot take back:
+# a 20 MB message kept the template's thread busy long past its 5 s bound).
+MAX_CHARS_PER_TOKEN = 256
 SEED_SPACE = 1 << 63
 
 
@@ -85,6 +90,7 @@ class PromptPipeline:
         if len(messages) > self.max_messages:
             raise InputTooLarge(f"{len(messages)} messages in one request; at most {self.max_messages}",
                                 param="messages")
+        within_context(engine, characters(messages), "messages")
         extra = template_kwargs(kwargs, self.max_prompts)
         add_generation_prompt = extra.pop("add_generation_prompt", not extra.get("continue_final_message", False))
         messages, tool_kwargs = prepare_messages(messages, plan, engine.knows_tools)
@@ -105,11 +111,35 @@ class PromptPipeline:
         if len(prompts) > self.max_prompts:
             raise InputTooLarge(f"{len(prompts)} prompts in one request; at most {self.max_prompts}", param=param)
         fits(engine, len(prompts), param)
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                within_context(engine, len(prompt), param)
 
         def encode() -> list[list[int]]:
             return [engine.encode(p, special=True) if isinstance(p, str) else list(p) for p in prompts]
 
         return await self._off_loop(encode, "tokenising the prompt")
+
+
+def characters(value: Any) -> int:
+    """The characters of every string in a JSON-like value (messages: contents, names, calls)."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total
+
+
+def within_context(engine: GenerationEngine, chars: int, param: str) -> None:
+    """A prompt too long to fit the model's context whatever its tokenizer does is a 400 now."""
+    if chars > engine.context_length * MAX_CHARS_PER_TOKEN:
+        raise InvalidRequest(f"the prompt is {chars} characters: more than this model's context of "
+                             f"{engine.context_length} tokens can hold", param=param)
 
 
 def fits(engine: GenerationEngine, requests: int, param: str) -> None:
