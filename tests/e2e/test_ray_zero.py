@@ -112,7 +112,7 @@ def test_a_model_without_room_answers_503_with_retry_after_until_a_node_joins(se
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     ray.shutdown()
-    recorded = LATEST.read_text() if LATEST.exists() else None  # (`ray start` records its cluster: put back after)
+    # (`ray start` records its cluster in LATEST: the fixture puts LATEST back at the end)
     node = subprocess.Popen([RAY, "start", "--address", address, "--num-cpus", str(ROOM), "--block"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -124,4 +124,3 @@ def test_a_model_without_room_answers_503_with_retry_after_until_a_node_joins(se
     finally:
         os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` takes its node's processes with it
         node.wait(60)
-        _put_back(recorded)

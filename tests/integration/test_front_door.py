@@ -184,11 +184,11 @@ async def test_a_prompt_too_long_for_the_context_is_refused_before_it_is_rendere
     monkeypatch.setattr(type(engine), "encode", lambda self, *a, **k: worked.append("encode") or encode(self, *a, **k))
     long = "x" * (256 * 256 + 1)
     parts = [{"role": "user", "content": [{"type": "text", "text": "y" * 33000}, {"type": "text", "text": "z" * 33000}]}]
-    for path, body, param in [
-        (CHAT, {"model": "tiny", "messages": [{"role": "user", "content": long}]}, "messages"),
-        (CHAT, {"model": "tiny", "messages": parts}, "messages"),  # counted across parts
-        ("/v1/openai/completions", {"model": "tiny", "prompt": ["hi", long]}, "prompt"),
-        ("/v1/inference/tiny", {"input": long}, "input"),
+    for path, body in [
+        (CHAT, {"model": "tiny", "messages": [{"role": "user", "content": long}]}),
+        (CHAT, {"model": "tiny", "messages": parts}),  # counted across parts
+        ("/v1/openai/completions", {"model": "tiny", "prompt": ["hi", long]}),
+        ("/v1/inference/tiny", {"input": long}),
     ]:
         r = await door.client.post(path, json=body)
         assert r.status_code == 400, (path, r.text)

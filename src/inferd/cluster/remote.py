@@ -261,19 +261,17 @@ class RemoteEngine(Engine):
         # a model kept at 0 replicas while idle has one started for this (it goes when idle)
         try:
             await self._describe(timeout_s=min(FIRST_WAIT_S, self.remote.timeout_s) if self._deployer is None else None)
-        except NoReplica as exc:
-            if self._deployer is not None:  # a user's deployment: its bring-up reports the failure
-                self._failed(exc)
-                return
-            # a catalog model with no replica yet (none can be placed: no room, no GPU node yet):
-            # the others load meanwhile, and it serves once the cluster has made room for one
-            log.warning("model %s: %s; it serves once a replica is up (until then 503 with Retry-After)",
-                        self.ref.key, exc.message)
-            self.error = f"waiting for a replica: {exc.message}"  # (/health says why it is still loading)
-            self._waiting = asyncio.create_task(self._describe_when_up(), name=f"describe:{self.ref.key}")
-            return
         except InferdError as exc:
-            self._failed(exc)
+            if isinstance(exc, NoReplica) and self._deployer is None:
+                # a catalog model with no replica yet (none can be placed: no room, no GPU node
+                # yet): the others load meanwhile, and it serves once the cluster has room for one.
+                # (A user's deployment fails instead: its bring-up reports why.)
+                log.warning("model %s: %s; it serves once a replica is up (until then 503 with Retry-After)",
+                            self.ref.key, exc.message)
+                self.error = f"waiting for a replica: {exc.message}"  # (/health says why it is still loading)
+                self._waiting = asyncio.create_task(self._describe_when_up(), name=f"describe:{self.ref.key}")
+            else:
+                self._failed(exc)
             return
         self.state = EngineState.READY
 

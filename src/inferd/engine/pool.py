@@ -228,7 +228,7 @@ class ModelPool:
                 await asyncio.sleep(delay)
                 engine.state, engine.error = EngineState.LOADING, None
                 await engine.start()
-                if engine.state is not EngineState.FAILED:  # (LOADING: replicas to come, on its own)
+                if engine.state is EngineState.READY:
                     log.info("model %s is back after a restart", key)
                     freeze_heap()
                     return
